@@ -1,0 +1,3 @@
+//! LVM classic and thin snapshots.
+//!
+//! Empty for now: the btrfs/LVM issue fills it.

@@ -1,0 +1,1 @@
+//! libvirt-compatible snapshot XML (work in progress).

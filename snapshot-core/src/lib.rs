@@ -1,0 +1,3 @@
+//! The snapshot engine: snapshot tree, metadata store, planner, executor and driver traits.
+//!
+//! Empty for now: the tree/store, volume and planner issues fill it.
