@@ -1,1 +1,123 @@
-fn main() {}
+//! The `cargo xtask` command line: parses the subcommand and hands it to the
+//! module that owns it (`test`, `bench`, `deps`). Errors end up here and are
+//! printed once, as `error: ...`, with a non-zero exit code.
+
+mod bench;
+mod cmd;
+mod deps;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Developer tasks for the virtsnap workspace.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// The project's test command (what CI runs): system packages, fmt,
+    /// clippy, then every test of the workspace.
+    Test {
+        /// Never run apt-get; only report missing system packages.
+        #[arg(long)]
+        no_install: bool,
+        /// Skip `cargo fmt --check` and `cargo clippy` (quick local runs).
+        #[arg(long)]
+        skip_lint: bool,
+        /// Extra arguments for the test runner (`cargo nextest run` or
+        /// `cargo test`), given after `--`.
+        #[arg(last = true)]
+        runner_args: Vec<String>,
+    },
+    /// Run a benchmark, or all of them when no name is given.
+    Bench {
+        /// Benchmark name, e.g. `conf` (an unknown name lists the known ones);
+        /// all benchmarks when omitted.
+        name: Option<String>,
+        /// Extra arguments for the benchmark binary, given after `--`.
+        #[arg(last = true)]
+        bench_args: Vec<String>,
+    },
+    /// Check (and, as root, install) the system packages the tests need.
+    Deps {
+        /// Never run apt-get; only report missing system packages.
+        #[arg(long)]
+        no_install: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Test {
+            no_install,
+            skip_lint,
+            runner_args,
+        } => test::run(&test::Options {
+            install: deps::Install::from_no_install(no_install),
+            skip_lint,
+            runner_args,
+        }),
+        Task::Bench { name, bench_args } => bench::run(name.as_deref(), &bench_args),
+        Task::Deps { no_install } => deps::ensure(deps::Install::from_no_install(no_install)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn args_after_double_dash_go_to_the_runner() {
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "test",
+            "--skip-lint",
+            "--",
+            "roundtrip",
+            "--nocapture",
+        ])
+        .expect("valid command line");
+        let Task::Test {
+            skip_lint,
+            no_install,
+            runner_args,
+        } = cli.task
+        else {
+            panic!("parsed as another task: {:?}", cli.task);
+        };
+        assert!(skip_lint);
+        assert!(!no_install);
+        assert_eq!(runner_args, ["roundtrip", "--nocapture"]);
+    }
+
+    #[test]
+    fn bench_name_is_optional_and_args_follow_double_dash() {
+        let cli =
+            Cli::try_parse_from(["xtask", "bench", "--", "--quick"]).expect("valid command line");
+        let Task::Bench { name, bench_args } = cli.task else {
+            panic!("parsed as another task: {:?}", cli.task);
+        };
+        assert_eq!(name, None);
+        assert_eq!(bench_args, ["--quick"]);
+    }
+}

@@ -1,0 +1,14 @@
+//! Hard limits on the XML this crate reads, so hostile input stays bounded
+//! in memory and time (the same idea as firecracker's
+//! `SNAPSHOT_DESERIALIZATION_BYTES_LIMIT`).
+
+/// Largest document accepted, in bytes. A libvirt domain definition with
+/// hundreds of devices is well under 1 MiB; snapshot metadata embeds two of
+/// them at most.
+pub const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// Most XML nodes (elements, attributes' owners, text, comments) accepted.
+pub const MAX_NODES: u32 = 500_000;
+
+/// Deepest element nesting accepted. libvirt's own documents stay under 12.
+pub const MAX_DEPTH: usize = 256;

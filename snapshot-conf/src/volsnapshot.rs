@@ -1,0 +1,400 @@
+//! `<volsnapshot>`: a snapshot of one storage volume that belongs to no
+//! domain, the element proposed with the `virStorageVolSnapshot*` API
+//! (`volume-snapshot-api-proposal.txt`). Its schema is
+//! `schemas/volsnapshot.rng` in this crate; the layout follows
+//! `<domainsnapshot>` so the two read alike:
+//!
+//! ```text
+//! <volsnapshot>
+//!   <name>before-upgrade</name>              name (default: creation time)
+//!   <description>...</description>          description
+//!   <state>offline</state>                   state            (REDEFINE)
+//!   <parent><name>base</name></parent>       parent           (REDEFINE)
+//!   <creationTime>1700000000</creationTime>  creation_time
+//!   <volume>                                 volume: the volume snapshotted
+//!     <path>/img/disk.qcow2</path>             path or
+//!     <key>vg0/data</key>                      key (LVM, rbd, ...)
+//!     <format type='qcow2'/>                   its format
+//!     <driver name='qemu'/>                    the driver that manages it
+//!   </volume>
+//!   <snapshot mode='external' type='file'>   how it is captured
+//!     <driver type='qcow2'/>                   new image format (external)
+//!     <source file='/img/disk.before-upgrade'/> new image (external)
+//!   </snapshot>
+//!   <active>1</active>                       current (INTERNAL)
+//! </volsnapshot>
+//! ```
+
+use roxmltree::Node;
+
+use crate::error::{ConfError, Result};
+use crate::flags::{FormatFlags, FormatOptions, ParseFlags, ParseOptions};
+use crate::snapshot::{Parsed, format_driver, is_abs_path, parse_creation_time};
+use crate::source::{DiskSource, SourceKind, StorageFormat, string_enum};
+use crate::xml::reader::{self, Cx, text_of};
+use crate::xml::writer::XmlWriter;
+
+string_enum! {
+    /// Whether the volume was in use when the snapshot was taken.
+    VolSnapshotState {
+        /// No writer had the volume open: the snapshot is clean.
+        Offline = "offline",
+        /// A running writer had it open: crash-consistent.
+        Online = "online",
+        /// A running guest had it open and froze its filesystems first.
+        Quiesced = "quiesced",
+    }
+}
+
+string_enum! {
+    /// Where a volume snapshot lives.
+    VolSnapshotMode {
+        /// Inside the volume itself (qcow2 internal snapshot).
+        Internal = "internal",
+        /// A new image: overlay, copy, logical volume or subvolume.
+        External = "external",
+    }
+}
+
+/// The volume a snapshot belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct VolumeRef {
+    /// Filesystem path of the volume (file or block device).
+    pub path: Option<String>,
+    /// Key for volumes without a path (`vg0/data`, `rbd:pool/image`).
+    pub key: Option<String>,
+    /// Image format.
+    pub format: Option<StorageFormat>,
+    /// Kind of driver that manages its snapshots (`qemu`, `file`, `lvm`,
+    /// `btrfs`, or a plugin's name).
+    pub driver: Option<String>,
+}
+
+/// How a volume snapshot is captured.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VolSnapshotTarget {
+    /// `mode=`; `None` lets the volume's driver choose.
+    pub mode: Option<VolSnapshotMode>,
+    /// The new image of an external snapshot.
+    pub source: DiskSource,
+    /// Format of the new image.
+    pub format: Option<StorageFormat>,
+}
+
+impl Default for VolSnapshotTarget {
+    fn default() -> Self {
+        Self {
+            mode: None,
+            source: DiskSource::new(SourceKind::File),
+            format: None,
+        }
+    }
+}
+
+/// A `<volsnapshot>` definition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct VolSnapshotDef {
+    /// `<name>`.
+    pub name: Option<String>,
+    /// `<description>`.
+    pub description: Option<String>,
+    /// `<state>`.
+    pub state: Option<VolSnapshotState>,
+    /// `<parent><name>`.
+    pub parent: Option<String>,
+    /// `<creationTime>`, seconds since the epoch.
+    pub creation_time: Option<i64>,
+    /// `<volume>`.
+    pub volume: Option<VolumeRef>,
+    /// `<snapshot>`.
+    pub target: VolSnapshotTarget,
+}
+
+const TOP_LEVEL: &[&str] = &[
+    "name",
+    "description",
+    "state",
+    "parent",
+    "creationTime",
+    "volume",
+    "snapshot",
+    "active",
+];
+
+impl VolSnapshotDef {
+    /// Parses a `<volsnapshot>` document. [`ParseFlags::OFFLINE`] has no
+    /// meaning here and is ignored.
+    ///
+    /// # Errors
+    /// Malformed or hostile XML, a missing or invalid value, or with
+    /// [`ParseFlags::VALIDATE`] anything `volsnapshot.rng` refuses.
+    pub fn parse(xml: &str, options: &ParseOptions) -> Result<Parsed<Self>> {
+        let doc = reader::load(xml)?;
+        let flags = options.flags;
+        let cx = Cx {
+            doc: &doc,
+            validate: flags.contains(ParseFlags::VALIDATE),
+        };
+        let root = cx.expect_root("volsnapshot")?;
+        cx.check_content(root, &[], TOP_LEVEL, false)?;
+        for leaf in ["name", "description", "state", "creationTime", "active"] {
+            if let Some(n) = cx.child(root, leaf)? {
+                cx.check_content(n, &[], &[], true)?;
+            }
+        }
+        let mut def = Self {
+            name: cx.child_text(root, "name")?,
+            description: cx.child_text(root, "description")?,
+            ..Self::default()
+        };
+        if let Some(v) = cx.child(root, "volume")? {
+            def.volume = Some(parse_volume(&cx, v)?);
+        }
+        if flags.contains(ParseFlags::REDEFINE) {
+            if def.name.is_none() {
+                return Err(ConfError::MissingElement {
+                    element: "name",
+                    parent: "volsnapshot",
+                    hint: "a redefined snapshot must have a name",
+                    pos: cx.pos(root),
+                });
+            }
+            if def.volume.is_none() {
+                return Err(ConfError::MissingElement {
+                    element: "volume",
+                    parent: "volsnapshot",
+                    hint: "a redefined volume snapshot names its volume with <volume><path> or <volume><key>",
+                    pos: cx.pos(root),
+                });
+            }
+            def.creation_time = Some(parse_creation_time(&cx, root)?);
+            if let Some(s) = cx.child(root, "state")? {
+                let text = text_of(s);
+                def.state = Some(
+                    text.trim()
+                        .parse()
+                        .map_err(|()| cx.bad_text(s, &text, VolSnapshotState::expected()))?,
+                );
+            }
+            if let Some(p) = cx.child(root, "parent")? {
+                cx.check_content(p, &[], &["name"], false)?;
+                def.parent = cx.child_text(p, "name")?;
+            }
+        } else if let Some(t) = options.creation_time {
+            def.creation_time = Some(t);
+            if def.name.is_none() {
+                def.name = Some(t.to_string());
+            }
+        }
+        if let Some(s) = cx.child(root, "snapshot")? {
+            def.target = parse_target(&cx, s)?;
+        }
+        let mut current = false;
+        let active = cx.child(root, "active")?;
+        if let Some(a) = active {
+            let text = text_of(a);
+            let value = match text.trim() {
+                "0" => false,
+                "1" => true,
+                _ => return Err(cx.bad_text(a, &text, "0 or 1")),
+            };
+            current = value && flags.contains(ParseFlags::INTERNAL);
+        } else if flags.contains(ParseFlags::INTERNAL) {
+            return Err(ConfError::MissingElement {
+                element: "active",
+                parent: "volsnapshot",
+                hint: "snapshot metadata files record <active>1</active> on the current snapshot and <active>0</active> on the others",
+                pos: cx.pos(root),
+            });
+        }
+        Ok(Parsed { def, current })
+    }
+
+    /// Writes the definition in the canonical layout of `volsnapshot.rng`.
+    #[must_use]
+    pub fn format(&self, options: &FormatOptions) -> String {
+        let mut w = XmlWriter::with_capacity(512);
+        w.open("volsnapshot", &[]);
+        if let Some(name) = &self.name {
+            w.text_element("name", &[], name);
+        }
+        if let Some(d) = &self.description {
+            w.text_element("description", &[], d);
+        }
+        if let Some(s) = self.state {
+            w.text_element("state", &[], s.as_str());
+        }
+        if let Some(p) = &self.parent {
+            w.open("parent", &[]);
+            w.text_element("name", &[], p);
+            w.close("parent");
+        }
+        if let Some(t) = self.creation_time {
+            w.text_element("creationTime", &[], &t.to_string());
+        }
+        if let Some(v) = &self.volume {
+            w.open("volume", &[]);
+            if let Some(p) = &v.path {
+                w.text_element("path", &[], p);
+            }
+            if let Some(k) = &v.key {
+                w.text_element("key", &[], k);
+            }
+            if let Some(f) = v.format {
+                w.empty("format", &[("type", Some(f.as_str()))]);
+            }
+            if let Some(d) = &v.driver {
+                w.empty("driver", &[("name", Some(d.as_str()))]);
+            }
+            w.close("volume");
+        }
+        let t = &self.target;
+        let image = t.format.is_some() || !t.source.is_empty();
+        let attrs = [
+            ("mode", t.mode.map(VolSnapshotMode::as_str)),
+            ("type", image.then(|| t.source.kind.as_str())),
+        ];
+        if image {
+            w.open("snapshot", &attrs);
+            format_driver(&mut w, t.format, None);
+            t.source.format(&mut w);
+            w.close("snapshot");
+        } else if t.mode.is_some() {
+            w.empty("snapshot", &attrs);
+        }
+        if options.flags.contains(FormatFlags::INTERNAL) {
+            let current = options.flags.contains(FormatFlags::CURRENT);
+            w.text_element("active", &[], if current { "1" } else { "0" });
+        }
+        w.close("volsnapshot");
+        w.finish()
+    }
+}
+
+fn parse_volume(cx: &Cx<'_, '_>, node: Node<'_, '_>) -> Result<VolumeRef> {
+    cx.check_content(node, &[], &["path", "key", "format", "driver"], false)?;
+    let mut v = VolumeRef {
+        path: cx.child_text(node, "path")?,
+        key: cx.child_text(node, "key")?,
+        ..VolumeRef::default()
+    };
+    if let Some(f) = cx.child(node, "format")? {
+        cx.check_content(f, &["type"], &[], false)?;
+        let t = f.attribute("type").ok_or(ConfError::MissingAttribute {
+            attribute: "type",
+            element: "format",
+            hint: "give the volume's image format, e.g. <format type='qcow2'/>",
+            pos: cx.pos(f),
+        })?;
+        v.format = Some(
+            t.parse()
+                .map_err(|()| cx.bad_attr(f, "type", t, StorageFormat::expected()))?,
+        );
+    }
+    if let Some(d) = cx.child(node, "driver")? {
+        cx.check_content(d, &["name"], &[], false)?;
+        let n = d.attribute("name").ok_or(ConfError::MissingAttribute {
+            attribute: "name",
+            element: "driver",
+            hint: "name the snapshot driver, e.g. <driver name='qemu'/>",
+            pos: cx.pos(d),
+        })?;
+        if n.is_empty()
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        {
+            return Err(cx.bad_attr(
+                d,
+                "name",
+                n,
+                "a driver name of letters, digits, '-', '_', '.' or ':'",
+            ));
+        }
+        v.driver = Some(n.to_string());
+    }
+    if v.path.is_none() && v.key.is_none() {
+        return Err(ConfError::MissingElement {
+            element: "path",
+            parent: "volume",
+            hint: "name the volume with <path>/absolute/path</path> or <key>...</key>",
+            pos: cx.pos(node),
+        });
+    }
+    if let Some(p) = &v.path
+        && !is_abs_path(p)
+    {
+        return Err(ConfError::RelativePath {
+            what: "volume",
+            path: p.clone(),
+            pos: cx.pos(node),
+        });
+    }
+    Ok(v)
+}
+
+fn parse_target(cx: &Cx<'_, '_>, node: Node<'_, '_>) -> Result<VolSnapshotTarget> {
+    let mode = match node.attribute("mode") {
+        None => None,
+        Some(m) => Some(
+            m.parse()
+                .map_err(|()| cx.bad_attr(node, "mode", m, VolSnapshotMode::expected()))?,
+        ),
+    };
+    let internal = mode == Some(VolSnapshotMode::Internal);
+    if internal {
+        cx.check_content(node, &["mode"], &[], false)?;
+    } else {
+        cx.check_content(node, &["mode", "type"], &["source", "driver"], false)?;
+    }
+    let kind = match node.attribute("type") {
+        None => SourceKind::File,
+        Some(t) => match t.parse() {
+            Ok(
+                k @ (SourceKind::File | SourceKind::Block | SourceKind::Dir | SourceKind::Network),
+            ) => k,
+            _ => return Err(cx.bad_attr(node, "type", t, "file, block, dir or network")),
+        },
+    };
+    let mut target = VolSnapshotTarget {
+        mode,
+        source: DiskSource::new(kind),
+        format: None,
+    };
+    if let Some(s) = cx.child(node, "source")? {
+        if kind != SourceKind::Dir {
+            DiskSource::check_snapshot_schema(cx, s, kind)?;
+        }
+        target.source = DiskSource::parse(cx, s, kind)?;
+        if let Some(p) = target.source.local_path()
+            && !is_abs_path(p)
+        {
+            return Err(ConfError::RelativePath {
+                what: "volume snapshot image",
+                path: p.to_string(),
+                pos: cx.pos(s),
+            });
+        }
+    }
+    if let Some(d) = cx.child(node, "driver")? {
+        cx.check_content(d, &["type"], &[], false)?;
+        if let Some(t) = d.attribute("type") {
+            target.format = Some(
+                t.parse()
+                    .map_err(|()| cx.bad_attr(d, "type", t, StorageFormat::expected()))?,
+            );
+        }
+    }
+    let image = target.format.is_some() || !target.source.is_empty();
+    if internal && image {
+        return Err(ConfError::NotAllowed {
+            what: "a new image in an internal volume snapshot".into(),
+            why: "internal snapshots live inside the volume; set mode='external' or remove <source> and <driver>",
+            pos: cx.pos(node),
+        });
+    }
+    if target.mode.is_none() && image {
+        target.mode = Some(VolSnapshotMode::External);
+    }
+    Ok(target)
+}

@@ -1,0 +1,157 @@
+//! `cargo xtask test`, the project's test command and exactly what CI runs:
+//! system packages, `cargo fmt --check`, `cargo clippy -D warnings`, then all
+//! tests (nextest when installed, plus doctests; `cargo test` otherwise).
+//! Stops at the first failing step and ends with the time of each step.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+
+use crate::{cmd, deps};
+
+/// Environment variable that makes tests fail, instead of skip, when the
+/// backend they need (a system tool, a device) is missing.
+const REQUIRE_BACKENDS: &str = "VIRTSNAP_REQUIRE_BACKENDS";
+
+#[derive(Debug)]
+pub struct Options {
+    pub install: deps::Install,
+    pub skip_lint: bool,
+    /// Forwarded to `cargo nextest run` / `cargo test`.
+    pub runner_args: Vec<String>,
+}
+
+pub fn run(options: &Options) -> Result<()> {
+    let mut steps = Steps::default();
+    let result = run_steps(options, &mut steps);
+    match &result {
+        Ok(()) => cmd::announce(&format!("all steps passed: {}", steps.summary())),
+        Err(_) => cmd::announce(&format!("stopped: {}", steps.summary())),
+    }
+    result
+}
+
+fn run_steps(options: &Options, steps: &mut Steps) -> Result<()> {
+    steps.run("deps", || deps::ensure(options.install))?;
+
+    if options.skip_lint {
+        cmd::announce("fmt, clippy: skipped (--skip-lint)");
+    } else {
+        steps.run("fmt", || {
+            cmd::announce("fmt: checking formatting");
+            cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"]))
+        })?;
+        steps.run("clippy", || {
+            cmd::announce("clippy: lints, warnings are errors");
+            cmd::run(cmd::cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        })?;
+    }
+
+    if nextest_available() {
+        // Doctests first, so the run closes on nextest's summary line.
+        steps.run("doctests", || {
+            cmd::announce("doctests: cargo test --doc (nextest does not run doctests)");
+            cmd::run(&mut test_command(&["test", "--workspace", "--doc"], &[]))
+        })?;
+        steps.run("tests", || {
+            cmd::announce("tests: cargo nextest");
+            cmd::run(&mut test_command(
+                &["nextest", "run", "--workspace", "--no-fail-fast"],
+                &options.runner_args,
+            ))
+        })?;
+    } else {
+        steps.run("tests", || {
+            cmd::announce("tests: cargo test (cargo-nextest is not installed)");
+            cmd::run(&mut test_command(
+                &["test", "--workspace", "--no-fail-fast"],
+                &options.runner_args,
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// A cargo test-runner command with backends required.
+fn test_command(args: &[&str], extra: &[String]) -> Command {
+    let mut cargo = cmd::cargo();
+    cargo.args(args).args(extra).env(REQUIRE_BACKENDS, "1");
+    cargo
+}
+
+fn nextest_available() -> bool {
+    cmd::succeeds_quietly(cmd::cargo().args(["nextest", "--version"]))
+}
+
+/// The steps run so far and how long each took.
+#[derive(Debug, Default)]
+struct Steps {
+    done: Vec<(&'static str, Duration, bool)>,
+}
+
+impl Steps {
+    /// Runs one step, timing it; a failure names the step.
+    fn run(&mut self, name: &'static str, step: impl FnOnce() -> Result<()>) -> Result<()> {
+        let started = Instant::now();
+        let result = step();
+        self.done.push((name, started.elapsed(), result.is_ok()));
+        result.with_context(|| format!("step `{name}` failed"))
+    }
+
+    /// `deps 0.0s, fmt 0.4s, clippy FAILED after 3.1s`.
+    fn summary(&self) -> String {
+        self.done
+            .iter()
+            .map(|(name, took, ok)| {
+                let secs = took.as_secs_f64();
+                if *ok {
+                    format!("{name} {secs:.1}s")
+                } else {
+                    format!("{name} FAILED after {secs:.1}s")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_step_is_named_and_marked_in_the_summary() {
+        let mut steps = Steps::default();
+        steps.run("fmt", || Ok(())).unwrap();
+        let err = steps
+            .run("clippy", || anyhow::bail!("exit status 101"))
+            .unwrap_err();
+        assert_eq!(format!("{err:#}"), "step `clippy` failed: exit status 101");
+
+        let summary = steps.summary();
+        assert!(
+            summary.starts_with("fmt 0.0s, clippy FAILED after "),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn runner_args_follow_the_fixed_ones_and_backends_are_required() {
+        let cmd = test_command(&["nextest", "run"], &["roundtrip".to_owned()]);
+        let args: Vec<_> = cmd.get_args().collect();
+        assert_eq!(args, ["nextest", "run", "roundtrip"]);
+        let require = cmd
+            .get_envs()
+            .find(|(key, _)| *key == REQUIRE_BACKENDS)
+            .and_then(|(_, value)| value);
+        assert_eq!(require, Some("1".as_ref()));
+    }
+}
