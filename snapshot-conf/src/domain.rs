@@ -202,7 +202,7 @@ fn parse_disk(cx: &Cx<'_, '_>, node: Node<'_, '_>) -> Result<DomainDisk> {
     let target_node = cx.child(node, "target")?;
     let target = target_node
         .and_then(|t| t.attribute("dev"))
-        .ok_or(ConfError::MissingAttribute {
+        .ok_or_else(|| ConfError::MissingAttribute {
             attribute: "dev",
             element: "target",
             hint: "every domain disk needs <target dev='vda'/> (or hda, sda, ...)",

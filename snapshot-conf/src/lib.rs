@@ -25,6 +25,7 @@
 //! ```
 
 pub mod align;
+pub mod document;
 pub mod domain;
 pub mod error;
 pub mod flags;
@@ -36,6 +37,7 @@ pub mod volsnapshot;
 mod xml;
 
 pub use align::{AlignParams, HostFiles, SourceProbe, external_name};
+pub use document::SnapshotDocument;
 pub use domain::{BackingLayer, DiskDevice, Domain, DomainDef, DomainDisk};
 pub use error::{ConfError, Pos, Result};
 pub use flags::{FormatFlags, FormatOptions, ParseFlags, ParseOptions};

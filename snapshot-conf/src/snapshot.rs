@@ -201,7 +201,7 @@ impl DomainSnapshotDef {
                     pos: cx.pos(root),
                 });
             }
-            def.creation_time = Some(parse_creation_time(&cx, root)?);
+            def.creation_time = Some(parse_creation_time(&cx, root, "domainsnapshot")?);
             let state = parse_state(&cx, root)?;
             offline = state.is_offline();
             def.state = Some(state);
@@ -216,10 +216,15 @@ impl DomainSnapshotDef {
             if let Some(c) = cx.child(root, "revertDisks")? {
                 def.revert_disks = parse_disks(&cx, c, redefine)?;
             }
-        } else if let Some(t) = options.creation_time {
-            def.creation_time = Some(t);
-            if def.name.is_none() {
-                def.name = Some(t.to_string());
+        } else {
+            if cx.validate {
+                validate_ignored(&cx, root)?;
+            }
+            if let Some(t) = options.creation_time {
+                def.creation_time = Some(t);
+                if def.name.is_none() {
+                    def.name = Some(t.to_string());
+                }
             }
         }
 
@@ -344,10 +349,33 @@ impl DomainSnapshotDef {
     }
 }
 
-pub(crate) fn parse_creation_time(cx: &Cx<'_, '_>, root: Node<'_, '_>) -> Result<i64> {
-    let node = cx.child(root, "creationTime")?.ok_or(ConfError::MissingElement {
+/// A creation request ignores the output-only elements, but VALIDATE
+/// still refuses what the schema refuses in them.
+fn validate_ignored(cx: &Cx<'_, '_>, root: Node<'_, '_>) -> Result<()> {
+    if cx.child(root, "state")?.is_some() {
+        parse_state(cx, root)?;
+    }
+    if let Some(p) = cx.child(root, "parent")? {
+        cx.check_content(p, &[], &["name"], false)?;
+    }
+    parse_embedded_domain(cx, root)?;
+    if let Some(d) = cx.child(root, "inactiveDomain")? {
+        Domain::from_node(cx, d)?;
+    }
+    if let Some(c) = cx.child(root, "revertDisks")? {
+        parse_disks(cx, c, false)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn parse_creation_time(
+    cx: &Cx<'_, '_>,
+    root: Node<'_, '_>,
+    parent: &'static str,
+) -> Result<i64> {
+    let node = cx.child(root, "creationTime")?.ok_or_else(|| ConfError::MissingElement {
         element: "creationTime",
-        parent: "domainsnapshot",
+        parent,
         hint: "missing creationTime from existing snapshot: a redefined snapshot keeps the time it was taken (seconds since 1970)",
         pos: cx.pos(root),
     })?;
@@ -359,7 +387,7 @@ pub(crate) fn parse_creation_time(cx: &Cx<'_, '_>, root: Node<'_, '_>) -> Result
 }
 
 fn parse_state(cx: &Cx<'_, '_>, root: Node<'_, '_>) -> Result<SnapshotState> {
-    let node = cx.child(root, "state")?.ok_or(ConfError::MissingElement {
+    let node = cx.child(root, "state")?.ok_or_else(|| ConfError::MissingElement {
         element: "state",
         parent: "domainsnapshot",
         hint: "missing state from existing snapshot: give the domain state it was taken in (running, paused, shutoff, disk-snapshot, ...)",
@@ -437,7 +465,7 @@ fn parse_memory(
         }
         def.memory_file = m.attribute("file").map(str::to_string);
     }
-    let pos = node.and_then(|m| cx.pos(m));
+    let pos = || node.and_then(|m| cx.pos(m));
     if mode.is_none() {
         if def.memory_file.is_some() {
             mode = Some(SnapshotMode::External);
@@ -454,14 +482,14 @@ fn parse_memory(
     {
         return Err(ConfError::MemoryFileNeedsExternal {
             file: file.clone(),
-            pos,
+            pos: pos(),
         });
     }
     if mode == Some(SnapshotMode::External) && def.memory_file.is_none() {
-        return Err(ConfError::ExternalMemoryNeedsFile { pos });
+        return Err(ConfError::ExternalMemoryNeedsFile { pos: pos() });
     }
     if offline && !matches!(mode, None | Some(SnapshotMode::No)) {
-        return Err(ConfError::MemoryWithOffline { pos });
+        return Err(ConfError::MemoryWithOffline { pos: pos() });
     }
     if let Some(file) = &def.memory_file
         && !is_abs_path(file)
@@ -477,7 +505,7 @@ fn parse_memory(
 }
 
 fn parse_active(cx: &Cx<'_, '_>, root: Node<'_, '_>) -> Result<bool> {
-    let node = cx.child(root, "active")?.ok_or(ConfError::MissingElement {
+    let node = cx.child(root, "active")?.ok_or_else(|| ConfError::MissingElement {
         element: "active",
         parent: "domainsnapshot",
         hint: "could not find 'active' element: snapshot metadata files record <active>1</active> on the current snapshot and <active>0</active> on the others",
@@ -517,7 +545,7 @@ pub(crate) fn parse_disk(
     node: Node<'_, '_>,
     redefine: bool,
 ) -> Result<SnapshotDisk> {
-    let name = node.attribute("name").ok_or(ConfError::MissingAttribute {
+    let name = node.attribute("name").ok_or_else(|| ConfError::MissingAttribute {
         attribute: "name",
         element: "disk",
         hint: "missing name from disk snapshot element: name the disk by its target (vda) or its source path",

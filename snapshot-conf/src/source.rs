@@ -306,6 +306,10 @@ impl DiskSource {
                 &["dev", "index"],
                 &["seclabel", "slices", "privateData", "encryption"],
             ),
+            SourceKind::Dir => (
+                &["dir", "index"],
+                &["seclabel", "slices", "privateData", "encryption"],
+            ),
             _ => (
                 &["protocol", "name", "tls", "tlsHostname", "query", "index"],
                 &[
@@ -426,10 +430,27 @@ fn parse_seclabel(cx: &Cx<'_, '_>, node: Node<'_, '_>) -> Result<Seclabel> {
     let label = element_children(node)
         .find(|c| c.tag_name().name() == "label")
         .map(text_of);
+    let relabel = yes_no("relabel")?.unwrap_or(true);
+    let labelskip = yes_no("labelskip")?.unwrap_or(false);
+    if !relabel && label.is_some() {
+        return Err(ConfError::NotAllowed {
+            what: "<label> in a <seclabel relabel='no'>".into(),
+            why: "Cannot specify a label if relabelling is turned off; remove the <label> or set relabel='yes'",
+            pos: cx.pos(node),
+        });
+    }
+    if cx.validate && relabel && !labelskip && label.is_none() {
+        return Err(ConfError::MissingElement {
+            element: "label",
+            parent: "seclabel",
+            hint: "a security label override either says relabel='no' or gives the <label> to use",
+            pos: cx.pos(node),
+        });
+    }
     Ok(Seclabel {
         model: node.attribute("model").map(str::to_string),
-        relabel: yes_no("relabel")?.unwrap_or(true),
-        labelskip: yes_no("labelskip")?.unwrap_or(false),
+        relabel,
+        labelskip,
         label,
     })
 }

@@ -150,7 +150,23 @@ impl VolSnapshotDef {
         if let Some(v) = cx.child(root, "volume")? {
             def.volume = Some(parse_volume(&cx, v)?);
         }
-        if flags.contains(ParseFlags::REDEFINE) {
+        let redefine = flags.contains(ParseFlags::REDEFINE);
+        if redefine || cx.validate {
+            // A creation request ignores these, but VALIDATE still refuses
+            // what the schema refuses.
+            let state = parse_state(&cx, root)?;
+            let parent = parse_parent(&cx, root)?;
+            let time = match cx.child(root, "creationTime")? {
+                Some(_) => Some(parse_creation_time(&cx, root, "volsnapshot")?),
+                None => None,
+            };
+            if redefine {
+                def.state = state;
+                def.parent = parent;
+                def.creation_time = time;
+            }
+        }
+        if redefine {
             if def.name.is_none() {
                 return Err(ConfError::MissingElement {
                     element: "name",
@@ -167,19 +183,7 @@ impl VolSnapshotDef {
                     pos: cx.pos(root),
                 });
             }
-            def.creation_time = Some(parse_creation_time(&cx, root)?);
-            if let Some(s) = cx.child(root, "state")? {
-                let text = text_of(s);
-                def.state = Some(
-                    text.trim()
-                        .parse()
-                        .map_err(|()| cx.bad_text(s, &text, VolSnapshotState::expected()))?,
-                );
-            }
-            if let Some(p) = cx.child(root, "parent")? {
-                cx.check_content(p, &[], &["name"], false)?;
-                def.parent = cx.child_text(p, "name")?;
-            }
+            def.creation_time = Some(parse_creation_time(&cx, root, "volsnapshot")?);
         } else if let Some(t) = options.creation_time {
             def.creation_time = Some(t);
             if def.name.is_none() {
@@ -271,6 +275,25 @@ impl VolSnapshotDef {
     }
 }
 
+fn parse_state(cx: &Cx<'_, '_>, root: Node<'_, '_>) -> Result<Option<VolSnapshotState>> {
+    let Some(s) = cx.child(root, "state")? else {
+        return Ok(None);
+    };
+    let text = text_of(s);
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(|()| cx.bad_text(s, &text, VolSnapshotState::expected()))
+}
+
+fn parse_parent(cx: &Cx<'_, '_>, root: Node<'_, '_>) -> Result<Option<String>> {
+    let Some(p) = cx.child(root, "parent")? else {
+        return Ok(None);
+    };
+    cx.check_content(p, &[], &["name"], false)?;
+    cx.child_text(p, "name")
+}
+
 fn parse_volume(cx: &Cx<'_, '_>, node: Node<'_, '_>) -> Result<VolumeRef> {
     cx.check_content(node, &[], &["path", "key", "format", "driver"], false)?;
     let mut v = VolumeRef {
@@ -280,12 +303,14 @@ fn parse_volume(cx: &Cx<'_, '_>, node: Node<'_, '_>) -> Result<VolumeRef> {
     };
     if let Some(f) = cx.child(node, "format")? {
         cx.check_content(f, &["type"], &[], false)?;
-        let t = f.attribute("type").ok_or(ConfError::MissingAttribute {
-            attribute: "type",
-            element: "format",
-            hint: "give the volume's image format, e.g. <format type='qcow2'/>",
-            pos: cx.pos(f),
-        })?;
+        let t = f
+            .attribute("type")
+            .ok_or_else(|| ConfError::MissingAttribute {
+                attribute: "type",
+                element: "format",
+                hint: "give the volume's image format, e.g. <format type='qcow2'/>",
+                pos: cx.pos(f),
+            })?;
         v.format = Some(
             t.parse()
                 .map_err(|()| cx.bad_attr(f, "type", t, StorageFormat::expected()))?,
@@ -293,12 +318,14 @@ fn parse_volume(cx: &Cx<'_, '_>, node: Node<'_, '_>) -> Result<VolumeRef> {
     }
     if let Some(d) = cx.child(node, "driver")? {
         cx.check_content(d, &["name"], &[], false)?;
-        let n = d.attribute("name").ok_or(ConfError::MissingAttribute {
-            attribute: "name",
-            element: "driver",
-            hint: "name the snapshot driver, e.g. <driver name='qemu'/>",
-            pos: cx.pos(d),
-        })?;
+        let n = d
+            .attribute("name")
+            .ok_or_else(|| ConfError::MissingAttribute {
+                attribute: "name",
+                element: "driver",
+                hint: "name the snapshot driver, e.g. <driver name='qemu'/>",
+                pos: cx.pos(d),
+            })?;
         if n.is_empty()
             || !n
                 .bytes()
@@ -362,9 +389,7 @@ fn parse_target(cx: &Cx<'_, '_>, node: Node<'_, '_>) -> Result<VolSnapshotTarget
         format: None,
     };
     if let Some(s) = cx.child(node, "source")? {
-        if kind != SourceKind::Dir {
-            DiskSource::check_snapshot_schema(cx, s, kind)?;
-        }
+        DiskSource::check_snapshot_schema(cx, s, kind)?;
         target.source = DiskSource::parse(cx, s, kind)?;
         if let Some(p) = target.source.local_path()
             && !is_abs_path(p)

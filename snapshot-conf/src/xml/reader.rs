@@ -61,24 +61,21 @@ fn strip_position(message: &str) -> String {
 /// hostile document cannot exhaust the stack here; every recursive walk in
 /// this crate runs after this check.
 fn check_depth(doc: &Document<'_>) -> Result<()> {
-    // Depth of every node by id; descendants() visits parents first.
-    let mut depth: Vec<u16> = Vec::new();
-    for node in doc.descendants() {
-        let id = node.id().get_usize();
-        let d = node
-            .parent()
-            .map_or(0, |p| depth.get(p.id().get_usize()).copied().unwrap_or(0))
-            .saturating_add(u16::from(node.is_element()));
-        if usize::from(d) > MAX_DEPTH {
+    // descendants() walks in document order, so the open elements form a
+    // stack: pop until the top is the node's parent, then push the node.
+    let mut open: Vec<roxmltree::NodeId> = Vec::with_capacity(32);
+    for node in doc.descendants().filter(Node::is_element) {
+        let parent = node.parent().map(|p| p.id());
+        while open.last().is_some_and(|top| Some(*top) != parent) {
+            open.pop();
+        }
+        open.push(node.id());
+        if open.len() > MAX_DEPTH {
             return Err(ConfError::TooDeep {
                 limit: MAX_DEPTH,
                 pos: Some(pos_of(doc, node.range().start)),
             });
         }
-        if depth.len() <= id {
-            depth.resize(id + 1, 0);
-        }
-        depth[id] = d;
     }
     Ok(())
 }
