@@ -68,12 +68,16 @@ impl DomainDisk {
         self.driver_type.as_deref().and_then(|t| t.parse().ok())
     }
 
-    /// Whether the drive has no medium (an empty CD-ROM).
+    /// Whether the drive has no medium (an empty CD-ROM): libvirt's
+    /// `virStorageSourceIsEmpty`, a file, block or directory source without
+    /// a path, or a network source without a protocol.
     #[must_use]
     pub fn is_empty_drive(&self) -> bool {
-        self.source.path.is_none()
-            && self.source.protocol.is_none()
-            && self.source.attributes.is_empty()
+        match self.source.kind {
+            SourceKind::File | SourceKind::Block | SourceKind::Dir => self.source.path.is_none(),
+            SourceKind::Network => self.source.protocol.is_none(),
+            _ => false,
+        }
     }
 }
 

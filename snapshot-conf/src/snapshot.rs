@@ -180,9 +180,11 @@ impl DomainSnapshotDef {
         cx.check_content(root, &[], TOP_LEVEL, false)?;
         let redefine = flags.contains(ParseFlags::REDEFINE);
 
+        // libvirt reads these with `string(./name)`: an empty element
+        // counts as absent.
         let mut def = Self {
-            name: cx.child_text(root, "name")?,
-            description: cx.child_text(root, "description")?,
+            name: non_empty(cx.child_text(root, "name")?),
+            description: non_empty(cx.child_text(root, "description")?),
             ..Self::default()
         };
         for leaf in ["name", "description"] {
@@ -207,7 +209,7 @@ impl DomainSnapshotDef {
             def.state = Some(state);
             if let Some(p) = cx.child(root, "parent")? {
                 cx.check_content(p, &[], &["name"], false)?;
-                def.parent = cx.child_text(p, "name")?;
+                def.parent = non_empty(cx.child_text(p, "name")?);
             }
             def.domain = parse_embedded_domain(&cx, root)?;
             if let Some(d) = cx.child(root, "inactiveDomain")? {
@@ -347,6 +349,11 @@ impl DomainSnapshotDef {
             None => None,
         }
     }
+}
+
+/// `None` for an empty string, as libvirt's `virXPathString` returns.
+fn non_empty(text: Option<String>) -> Option<String> {
+    text.filter(|t| !t.is_empty())
 }
 
 /// A creation request ignores the output-only elements, but VALIDATE

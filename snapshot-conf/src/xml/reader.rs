@@ -138,7 +138,9 @@ impl<'a, 'input> Cx<'a, 'input> {
         name: &str,
     ) -> Result<Option<Node<'a, 'input>>> {
         let mut found = None;
-        for c in element_children(node).filter(|c| c.tag_name().name() == name) {
+        for c in element_children(node)
+            .filter(|c| c.tag_name().name() == name && c.tag_name().namespace().is_none())
+        {
             if found.is_none() {
                 found = Some(c);
                 if !self.validate {
