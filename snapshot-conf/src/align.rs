@@ -107,9 +107,10 @@ fn align(
     }
     let require_match = params.uniform_internal && params.default_mode == SnapshotMode::Internal;
     let mut slots: Vec<Option<SnapshotDisk>> = vec![None; domain.disks.len()];
+    let index_of = DiskIndex::new(domain);
 
     for requested in &snap.disks {
-        let index = find_disk(domain, &requested.name)?;
+        let index = index_of.find(&requested.name)?;
         let dom_disk = &domain.disks[index];
         if slots[index].is_some() {
             return Err(ConfError::DiskTwice {
@@ -170,32 +171,59 @@ fn align(
     Ok(disks)
 }
 
-/// Index of the domain disk called `name` (target, or source path).
-fn find_disk(domain: &DomainDef, name: &str) -> Result<usize> {
-    if let Some(i) = domain.disks.iter().position(|d| d.target == name) {
-        return Ok(i);
+/// Finds domain disks by target or source path in O(1), so aligning a
+/// domain with thousands of disks stays linear.
+struct DiskIndex<'d> {
+    domain: &'d DomainDef,
+    by_target: HashMap<&'d str, usize>,
+    /// First and second disk with this local source path.
+    by_path: HashMap<&'d str, (usize, Option<usize>)>,
+}
+
+impl<'d> DiskIndex<'d> {
+    fn new(domain: &'d DomainDef) -> Self {
+        let mut by_target = HashMap::with_capacity(domain.disks.len());
+        let mut by_path: HashMap<&str, (usize, Option<usize>)> = HashMap::new();
+        for (i, d) in domain.disks.iter().enumerate() {
+            by_target.entry(d.target.as_str()).or_insert(i);
+            if let Some(p) = d.source.local_path() {
+                by_path
+                    .entry(p)
+                    .and_modify(|e| {
+                        e.1.get_or_insert(i);
+                    })
+                    .or_insert((i, None));
+            }
+        }
+        Self {
+            domain,
+            by_target,
+            by_path,
+        }
     }
-    let mut by_path = domain
-        .disks
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| d.source.local_path() == Some(name));
-    match (by_path.next(), by_path.next()) {
-        (Some((i, _)), None) => Ok(i),
-        (Some((_, first)), Some((_, second))) => Err(ConfError::AmbiguousDisk {
-            name: name.to_string(),
-            first: first.target.clone(),
-            second: second.target.clone(),
-        }),
-        (None, _) => Err(ConfError::NoSuchDisk {
-            name: name.to_string(),
-            targets: domain
-                .disks
-                .iter()
-                .map(|d| d.target.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        }),
+
+    /// Index of the domain disk called `name` (target, or source path).
+    fn find(&self, name: &str) -> Result<usize> {
+        if let Some(&i) = self.by_target.get(name) {
+            return Ok(i);
+        }
+        let disks = &self.domain.disks;
+        match self.by_path.get(name) {
+            Some(&(i, None)) => Ok(i),
+            Some(&(first, Some(second))) => Err(ConfError::AmbiguousDisk {
+                name: name.to_string(),
+                first: disks[first].target.clone(),
+                second: disks[second].target.clone(),
+            }),
+            None => Err(ConfError::NoSuchDisk {
+                name: name.to_string(),
+                targets: disks
+                    .iter()
+                    .map(|d| d.target.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
     }
 }
 

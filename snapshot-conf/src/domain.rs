@@ -3,6 +3,8 @@
 //! read-only, shareable, the disk's default snapshot mode and its backing
 //! chain). The rest of the domain stays in the kept [`XmlSubtree`].
 
+use std::collections::HashSet;
+
 use roxmltree::Node;
 use uuid::Uuid;
 
@@ -137,9 +139,10 @@ impl DomainDef {
         };
         let mut disks: Vec<DomainDisk> = Vec::new();
         if let Some(devices) = cx.child(node, "devices")? {
+            let mut targets = HashSet::new();
             for d in element_children(devices).filter(|c| c.tag_name().name() == "disk") {
                 let disk = parse_disk(cx, d)?;
-                if disks.iter().any(|o| o.target == disk.target) {
+                if !targets.insert(disk.target.clone()) {
                     return Err(ConfError::DuplicateTarget {
                         target: disk.target,
                     });

@@ -8,7 +8,8 @@
 //!
 //! ```text
 //! ConfError
-//!  ├─ document:  TooLarge, TooManyNodes, TooDeep, Dtd, Syntax, WrongRoot
+//!  ├─ document:  TooLarge, TooManyNodes, TooDeep, TooManyAttributes, Dtd,
+//!  │             Syntax, WrongRoot
 //!  ├─ schema:    UnexpectedElement, UnexpectedAttribute, UnexpectedText,
 //!  │             DuplicateElement, NotAllowed
 //!  ├─ values:    Missing*, InvalidValue, RelativePath, InvalidName, ...
@@ -78,6 +79,17 @@ pub enum ConfError {
         /// The limit.
         limit: usize,
         /// Where the limit was crossed.
+        pos: Option<Pos>,
+    },
+    /// An element carries more than [`crate::limits::MAX_ATTRIBUTES`] attributes.
+    #[error(
+        "an element has more than {limit} attributes{at}; snapshot XML never has that many, check the input",
+        at = At(*pos)
+    )]
+    TooManyAttributes {
+        /// The limit.
+        limit: usize,
+        /// Position of the element.
         pos: Option<Pos>,
     },
     /// A `<!DOCTYPE>` was found: DTDs and their entities are refused.
@@ -341,7 +353,7 @@ pub enum ConfError {
     },
     /// A new image path is the current image (or backing image) of a disk.
     #[error(
-        "new image '{path}' for disk '{disk}' is already used by disk '{other}'; an external snapshot must write a new file: choose another path"
+        "new image '{path}' for disk '{disk}' is already used by disk '{other}'; an external snapshot must write a new file: give the disk another <source file='...'/> or choose another snapshot name"
     )]
     TargetIsExistingSource {
         /// The disk being snapshotted.
@@ -365,6 +377,7 @@ impl ConfError {
     pub fn pos(&self) -> Option<Pos> {
         match self {
             Self::TooDeep { pos, .. }
+            | Self::TooManyAttributes { pos, .. }
             | Self::Syntax { pos, .. }
             | Self::WrongRoot { pos, .. }
             | Self::UnexpectedElement { pos, .. }

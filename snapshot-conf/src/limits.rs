@@ -12,3 +12,9 @@ pub const MAX_NODES: u32 = 500_000;
 
 /// Deepest element nesting accepted. libvirt's own documents stay under 12.
 pub const MAX_DEPTH: usize = 256;
+
+/// Most attributes (namespace declarations included) on one element. The
+/// XML parser checks each attribute against the earlier ones, so an element
+/// with tens of thousands of attributes would take minutes; libvirt's
+/// elements carry about ten.
+pub const MAX_ATTRIBUTES: usize = 128;

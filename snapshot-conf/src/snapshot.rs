@@ -625,7 +625,7 @@ pub(crate) fn parse_disk(
                     d,
                     "type",
                     t,
-                    "a known image format: unknown disk snapshot driver",
+                    "a known image format (unknown disk snapshot driver): raw, qcow2, qed, vmdk, ...",
                 )
             })?;
             if cx.validate && !format.supports_backing() {

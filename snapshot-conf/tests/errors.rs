@@ -3,7 +3,7 @@
 //! by kind (the `ConfError` variant and its fields, position included) and
 //! by its full message; each default by the value it produces.
 
-use snapshot_conf::limits::{MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_NODES};
+use snapshot_conf::limits::{self, MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_NODES};
 use snapshot_conf::{
     ConfError, DiskSource, DomainSnapshotDef, EmbeddedDomain, FormatFlags, FormatOptions,
     ParseFlags, ParseOptions, Parsed, Pos, SnapshotDisk, SnapshotMode, SnapshotState, SourceKind,
@@ -830,13 +830,15 @@ fn test_parse_unknown_driver_type_refused() {
         ConfError::InvalidValue {
             what: "attribute 'type' of <driver>".into(),
             value: "qcow3".into(),
-            expected: "a known image format: unknown disk snapshot driver".into(),
+            expected:
+                "a known image format (unknown disk snapshot driver): raw, qcow2, qed, vmdk, ..."
+                    .into(),
             pos: at(4, 15)
         }
     );
     assert_eq!(
         err.to_string(),
-        "invalid value 'qcow3' for attribute 'type' of <driver> at line 4, column 15; expected a known image format: unknown disk snapshot driver"
+        "invalid value 'qcow3' for attribute 'type' of <driver> at line 4, column 15; expected a known image format (unknown disk snapshot driver): raw, qcow2, qed, vmdk, ..."
     );
 }
 
@@ -1888,4 +1890,40 @@ fn test_check_snapshot_name_accepts_ordinary_names() {
     ] {
         assert_eq!(check_snapshot_name(name), Ok(()), "{name}");
     }
+}
+
+#[test]
+fn test_parse_element_with_too_many_attributes_refused_before_parsing() {
+    let attrs: String = (0..=limits::MAX_ATTRIBUTES)
+        .map(|i| format!(" a{i}='v'"))
+        .collect();
+    let xml = format!("<domainsnapshot>\n  <name{attrs}>x</name>\n</domainsnapshot>");
+    let err = DomainSnapshotDef::parse(&xml, &ParseOptions::default()).expect_err("too many");
+    assert_eq!(
+        err,
+        ConfError::TooManyAttributes {
+            limit: limits::MAX_ATTRIBUTES,
+            pos: Some(Pos { line: 2, column: 3 }),
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "an element has more than 128 attributes at line 2, column 3; snapshot XML never has that many, check the input"
+    );
+}
+
+#[test]
+fn test_parse_equals_signs_outside_start_tags_do_not_count_as_attributes() {
+    let many = "=".repeat(4 * limits::MAX_ATTRIBUTES);
+    let attrs: String = (0..limits::MAX_ATTRIBUTES)
+        .map(|i| format!(" a{i}='{many}'"))
+        .collect();
+    let xml = format!(
+        "<domainsnapshot><!-- {many} --><name{attrs}><![CDATA[{many}]]>{many}</name><?pi {many}?></domainsnapshot>"
+    );
+    let parsed = DomainSnapshotDef::parse(&xml, &ParseOptions::default()).expect("at the limit");
+    assert_eq!(
+        parsed.def.name.as_deref(),
+        Some(format!("{many}{many}").as_str())
+    );
 }

@@ -917,7 +917,7 @@ fn test_align_new_image_is_another_disks_source_refused() {
     );
     assert_eq!(
         err.to_string(),
-        "new image '/img/data.qcow2' for disk 'vda' is already used by disk 'vdb'; an external snapshot must write a new file: choose another path"
+        "new image '/img/data.qcow2' for disk 'vda' is already used by disk 'vdb'; an external snapshot must write a new file: give the disk another <source file='...'/> or choose another snapshot name"
     );
 }
 
@@ -937,7 +937,7 @@ fn test_align_new_image_is_own_current_source_refused() {
     );
     assert_eq!(
         err.to_string(),
-        "new image '/img/vm.qcow2' for disk 'vda' is already used by disk 'vda'; an external snapshot must write a new file: choose another path"
+        "new image '/img/vm.qcow2' for disk 'vda' is already used by disk 'vda'; an external snapshot must write a new file: give the disk another <source file='...'/> or choose another snapshot name"
     );
 }
 
@@ -965,7 +965,7 @@ fn test_align_new_image_is_backing_layer_refused() {
     );
     assert_eq!(
         err.to_string(),
-        "new image '/img/base.qcow2' for disk 'vdb' is already used by disk 'vda'; an external snapshot must write a new file: choose another path"
+        "new image '/img/base.qcow2' for disk 'vdb' is already used by disk 'vda'; an external snapshot must write a new file: give the disk another <source file='...'/> or choose another snapshot name"
     );
 }
 
@@ -990,7 +990,7 @@ fn test_align_generated_name_is_existing_source_refused() {
     );
     assert_eq!(
         err.to_string(),
-        "new image '/img/vm.s1' for disk 'vda' is already used by disk 'vdb'; an external snapshot must write a new file: choose another path"
+        "new image '/img/vm.s1' for disk 'vda' is already used by disk 'vdb'; an external snapshot must write a new file: give the disk another <source file='...'/> or choose another snapshot name"
     );
 }
 

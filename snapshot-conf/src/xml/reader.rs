@@ -10,7 +10,7 @@
 use roxmltree::{Document, Node, ParsingOptions};
 
 use crate::error::{ConfError, Pos, Result};
-use crate::limits::{MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_NODES};
+use crate::limits::{MAX_ATTRIBUTES, MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_NODES};
 
 /// Parses `text` into a roxmltree document within the crate's limits.
 pub(crate) fn load(text: &str) -> Result<Document<'_>> {
@@ -20,6 +20,7 @@ pub(crate) fn load(text: &str) -> Result<Document<'_>> {
             limit: MAX_DOCUMENT_BYTES,
         });
     }
+    check_attribute_counts(text)?;
     let options = ParsingOptions {
         allow_dtd: false,
         nodes_limit: MAX_NODES,
@@ -41,6 +42,68 @@ pub(crate) fn load(text: &str) -> Result<Document<'_>> {
     })?;
     check_depth(&doc)?;
     Ok(doc)
+}
+
+/// Refuses an element with more than [`MAX_ATTRIBUTES`] attributes before
+/// the XML parser sees it (its duplicate check is quadratic per element).
+/// One pass over the bytes: every `=` outside quotes inside a start tag is
+/// an attribute; comments, CDATA, processing instructions and declarations
+/// are skipped whole.
+fn check_attribute_counts(text: &str) -> Result<()> {
+    let b = text.as_bytes();
+    let skip_to = |from: usize, end: &[u8]| -> usize {
+        b[from..]
+            .windows(end.len())
+            .position(|w| w == end)
+            .map_or(b.len(), |i| from + i + end.len())
+    };
+    let mut i = 0;
+    while let Some(off) = b[i..].iter().position(|&c| c == b'<') {
+        let start = i + off;
+        let rest = &b[start..];
+        i = if rest.starts_with(b"<!--") {
+            skip_to(start + 4, b"-->")
+        } else if rest.starts_with(b"<![CDATA[") {
+            skip_to(start + 9, b"]]>")
+        } else if rest.starts_with(b"<?") {
+            skip_to(start + 2, b"?>")
+        } else if rest.starts_with(b"<!") || rest.starts_with(b"</") {
+            skip_to(start + 2, b">")
+        } else {
+            let mut j = start + 1;
+            let mut quote = None;
+            let mut count = 0usize;
+            while j < b.len() {
+                match (quote, b[j]) {
+                    (Some(q), c) if c == q => quote = None,
+                    (Some(_), _) => {}
+                    (None, c @ (b'"' | b'\'')) => quote = Some(c),
+                    (None, b'=') => count += 1,
+                    (None, b'>') => break,
+                    _ => {}
+                }
+                j += 1;
+            }
+            if count > MAX_ATTRIBUTES {
+                let line = 1 + b[..start].iter().filter(|&&c| c == b'\n').count();
+                let column = start
+                    - b[..start]
+                        .iter()
+                        .rposition(|&c| c == b'\n')
+                        .map_or(0, |p| p + 1)
+                    + 1;
+                return Err(ConfError::TooManyAttributes {
+                    limit: MAX_ATTRIBUTES,
+                    pos: Some(Pos {
+                        line: u32::try_from(line).unwrap_or(u32::MAX),
+                        column: u32::try_from(column).unwrap_or(u32::MAX),
+                    }),
+                });
+            }
+            j + 1
+        };
+    }
+    Ok(())
 }
 
 /// roxmltree appends " at R:C" to its messages; we print positions ourselves.

@@ -3,10 +3,12 @@
 //! libvirt formats with an auto-indenting buffer: two spaces per level,
 //! every element on its own line, attributes in single quotes, empty
 //! elements as `<x/>`, a newline after the last line. Escaping follows
-//! `virBufferEscapeString`: `< > & ' "` become entities (quick-xml's
-//! [`escape`](quick_xml::escape::escape) does exactly these five) and the
-//! control characters 0x01–0x1F other than TAB, LF and CR are dropped, since
-//! XML 1.0 cannot carry them.
+//! `virBufferEscapeString`: `< > & ' "` become entities and the control
+//! characters 0x01–0x1F other than TAB, LF and CR are dropped, since XML 1.0
+//! cannot carry them. One deliberate difference: quick-xml's
+//! [`escape`](quick_xml::escape::escape) also writes CR as `&#13;`, so a CR
+//! survives the next parse (libvirt writes it raw and the parser turns it
+//! into LF).
 
 use std::borrow::Cow;
 
