@@ -25,9 +25,9 @@ use crate::flags::{FormatFlags, FormatOptions, ParseFlags, ParseOptions};
 use crate::source::{
     DiskSource, SnapshotMode, SourceKind, StorageFormat, parse_scaled, string_enum,
 };
-use crate::xml::reader::{self, Cx, element_children, text_of};
+use crate::xml::reader::{self, Cx, element_children, in_no_namespace, text_of};
 use crate::xml::subtree::{XmlSubtree, no_secrets};
-use crate::xml::writer::XmlWriter;
+use crate::xml::writer::{MomentHeader, XmlWriter};
 
 string_enum! {
     /// The domain's state when the snapshot was taken.
@@ -183,8 +183,8 @@ impl DomainSnapshotDef {
         // libvirt reads these with `string(./name)`: an empty element
         // counts as absent.
         let mut def = Self {
-            name: non_empty(cx.child_text(root, "name")?),
-            description: non_empty(cx.child_text(root, "description")?),
+            name: cx.child_text(root, "name")?,
+            description: cx.child_text(root, "description")?,
             ..Self::default()
         };
         for leaf in ["name", "description"] {
@@ -209,7 +209,7 @@ impl DomainSnapshotDef {
             def.state = Some(state);
             if let Some(p) = cx.child(root, "parent")? {
                 cx.check_content(p, &[], &["name"], false)?;
-                def.parent = non_empty(cx.child_text(p, "name")?);
+                def.parent = cx.child_text(p, "name")?;
             }
             def.domain = parse_embedded_domain(&cx, root)?;
             if let Some(d) = cx.child(root, "inactiveDomain")? {
@@ -259,23 +259,13 @@ impl DomainSnapshotDef {
         let flags = options.flags;
         let mut w = XmlWriter::with_capacity(self.size_hint());
         w.open("domainsnapshot", &[]);
-        if let Some(name) = &self.name {
-            w.text_element("name", &[], name);
-        }
-        if let Some(d) = &self.description {
-            w.text_element("description", &[], d);
-        }
-        if let Some(s) = self.state {
-            w.text_element("state", &[], s.as_str());
-        }
-        if let Some(p) = &self.parent {
-            w.open("parent", &[]);
-            w.text_element("name", &[], p);
-            w.close("parent");
-        }
-        if let Some(t) = self.creation_time {
-            w.text_element("creationTime", &[], &t.to_string());
-        }
+        w.moment_header(&MomentHeader {
+            name: self.name.as_deref(),
+            description: self.description.as_deref(),
+            state: self.state.map(|s| s.as_str()),
+            parent: self.parent.as_deref(),
+            creation_time: self.creation_time,
+        });
         if self.memory.is_some() || self.memory_file.is_some() {
             w.empty(
                 "memory",
@@ -349,11 +339,6 @@ impl DomainSnapshotDef {
             None => None,
         }
     }
-}
-
-/// `None` for an empty string, as libvirt's `virXPathString` returns.
-fn non_empty(text: Option<String>) -> Option<String> {
-    text.filter(|t| !t.is_empty())
 }
 
 /// A creation request ignores the output-only elements, but VALIDATE
@@ -541,7 +526,7 @@ fn check_active_value(cx: &Cx<'_, '_>, node: Node<'_, '_>) -> Result<()> {
 fn parse_disks(cx: &Cx<'_, '_>, node: Node<'_, '_>, redefine: bool) -> Result<Vec<SnapshotDisk>> {
     cx.check_content(node, &[], &["disk"], false)?;
     element_children(node)
-        .filter(|c| c.tag_name().name() == "disk" && c.tag_name().namespace().is_none())
+        .filter(|c| c.tag_name().name() == "disk" && in_no_namespace(*c))
         .map(|d| parse_disk(cx, d, redefine))
         .collect()
 }

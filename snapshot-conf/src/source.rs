@@ -257,7 +257,7 @@ impl DiskSource {
         let mut src = Self::new(kind);
         let path_attr = Self::path_attribute(kind);
         for a in node.attributes() {
-            if a.namespace().is_some() {
+            if a.namespace().is_some_and(|ns| !ns.is_empty()) {
                 continue;
             }
             match a.name() {
@@ -356,6 +356,14 @@ impl DiskSource {
             });
         }
         cx.check_content(node, attributes, children, false)?;
+        for h in element_children(node).filter(|c| c.tag_name().name() == "host") {
+            cx.check_content(h, &["name", "port", "transport", "socket"], &[], false)?;
+            if let Some(t) = h.attribute("transport")
+                && !matches!(t, "tcp" | "rdma" | "unix")
+            {
+                return Err(cx.bad_attr(h, "transport", t, "tcp, rdma or unix"));
+            }
+        }
         for s in element_children(node).filter(|c| c.tag_name().name() == "seclabel") {
             cx.check_content(s, &["model", "relabel", "labelskip"], &["label"], false)?;
         }

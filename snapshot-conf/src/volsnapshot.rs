@@ -32,7 +32,7 @@ use crate::flags::{FormatFlags, FormatOptions, ParseFlags, ParseOptions};
 use crate::snapshot::{Parsed, format_driver, is_abs_path, parse_creation_time};
 use crate::source::{DiskSource, SourceKind, StorageFormat, string_enum};
 use crate::xml::reader::{self, Cx, text_of};
-use crate::xml::writer::XmlWriter;
+use crate::xml::writer::{MomentHeader, XmlWriter};
 
 string_enum! {
     /// Whether the volume was in use when the snapshot was taken.
@@ -219,23 +219,13 @@ impl VolSnapshotDef {
     pub fn format(&self, options: &FormatOptions) -> String {
         let mut w = XmlWriter::with_capacity(512);
         w.open("volsnapshot", &[]);
-        if let Some(name) = &self.name {
-            w.text_element("name", &[], name);
-        }
-        if let Some(d) = &self.description {
-            w.text_element("description", &[], d);
-        }
-        if let Some(s) = self.state {
-            w.text_element("state", &[], s.as_str());
-        }
-        if let Some(p) = &self.parent {
-            w.open("parent", &[]);
-            w.text_element("name", &[], p);
-            w.close("parent");
-        }
-        if let Some(t) = self.creation_time {
-            w.text_element("creationTime", &[], &t.to_string());
-        }
+        w.moment_header(&MomentHeader {
+            name: self.name.as_deref(),
+            description: self.description.as_deref(),
+            state: self.state.map(|s| s.as_str()),
+            parent: self.parent.as_deref(),
+            creation_time: self.creation_time,
+        });
         if let Some(v) = &self.volume {
             w.open("volume", &[]);
             if let Some(p) = &v.path {

@@ -100,7 +100,7 @@ fn check_attribute_counts(text: &str) -> Result<()> {
                     }),
                 });
             }
-            j + 1
+            (j + 1).min(b.len())
         };
     }
     Ok(())
@@ -183,7 +183,7 @@ impl<'a, 'input> Cx<'a, 'input> {
     /// Checks `root` is an un-namespaced element called `expected`.
     pub(crate) fn expect_root(&self, expected: &'static str) -> Result<Node<'a, 'input>> {
         let root = self.doc.root_element();
-        if root.tag_name().name() != expected || root.tag_name().namespace().is_some() {
+        if root.tag_name().name() != expected || !in_no_namespace(root) {
             return Err(ConfError::WrongRoot {
                 expected,
                 found: qualified_name(root),
@@ -201,8 +201,8 @@ impl<'a, 'input> Cx<'a, 'input> {
         name: &str,
     ) -> Result<Option<Node<'a, 'input>>> {
         let mut found = None;
-        for c in element_children(node)
-            .filter(|c| c.tag_name().name() == name && c.tag_name().namespace().is_none())
+        for c in
+            element_children(node).filter(|c| c.tag_name().name() == name && in_no_namespace(*c))
         {
             if found.is_none() {
                 found = Some(c);
@@ -220,9 +220,13 @@ impl<'a, 'input> Cx<'a, 'input> {
         Ok(found)
     }
 
-    /// Text of the first child element `name`, if present.
+    /// Text of the first child element `name`; absent or empty text is
+    /// `None`, as libvirt's `virXPathString` reads it.
     pub(crate) fn child_text(&self, node: Node<'a, 'input>, name: &str) -> Result<Option<String>> {
-        Ok(self.child(node, name)?.map(text_of))
+        Ok(self
+            .child(node, name)?
+            .map(text_of)
+            .filter(|t| !t.is_empty()))
     }
 
     /// With VALIDATE, refuses attributes of `node` not in `attributes` and
@@ -241,7 +245,7 @@ impl<'a, 'input> Cx<'a, 'input> {
         self.check_attributes(node, attributes)?;
         for c in node.children() {
             if c.is_element() {
-                if c.tag_name().namespace().is_some() || !children.contains(&c.tag_name().name()) {
+                if !in_no_namespace(c) || !children.contains(&c.tag_name().name()) {
                     return Err(ConfError::UnexpectedElement {
                         element: qualified_name(c),
                         parent: qualified_name(node),
@@ -264,7 +268,7 @@ impl<'a, 'input> Cx<'a, 'input> {
             return Ok(());
         }
         for a in node.attributes() {
-            if a.namespace().is_some() || !allowed.contains(&a.name()) {
+            if a.namespace().is_some_and(|ns| !ns.is_empty()) || !allowed.contains(&a.name()) {
                 return Err(ConfError::UnexpectedAttribute {
                     attribute: a.name().to_string(),
                     element: qualified_name(node),
@@ -307,6 +311,11 @@ impl<'a, 'input> Cx<'a, 'input> {
     }
 }
 
+/// Whether `node` is in no namespace (`xmlns=''` resets to none).
+pub(crate) fn in_no_namespace(node: Node<'_, '_>) -> bool {
+    node.tag_name().namespace().is_none_or(str::is_empty)
+}
+
 /// The child elements of `node`.
 pub(crate) fn element_children<'a, 'input>(
     node: Node<'a, 'input>,
@@ -329,6 +338,7 @@ pub(crate) fn qualified_name(node: Node<'_, '_>) -> String {
     match node
         .tag_name()
         .namespace()
+        .filter(|uri| !uri.is_empty())
         .and_then(|uri| node.lookup_prefix(uri))
     {
         Some(prefix) if !prefix.is_empty() => format!("{prefix}:{local}"),

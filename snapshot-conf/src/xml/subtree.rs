@@ -173,16 +173,13 @@ impl Builder<'_> {
             return;
         }
 
-        let has_structure = node.children().any(|c| {
-            matches!(
-                c.node_type(),
-                NodeType::Element | NodeType::Comment | NodeType::PI
-            )
-        });
+        // Element-only content (child elements, maybe comments, blank text)
+        // is re-indented; anything else is kept with its whitespace.
+        let has_elements = node.children().any(|c| c.is_element());
         let has_text = node
             .children()
             .any(|c| c.is_text() && !is_blank(c.text().unwrap_or("")));
-        if has_structure && !has_text {
+        if has_elements && !has_text {
             for child in node.children().filter(|c| !c.is_text()) {
                 self.push_break(depth + 1);
                 self.child(child, depth + 1);
@@ -203,7 +200,26 @@ impl Builder<'_> {
     fn child(&mut self, node: Node<'_, '_>, depth: usize) {
         match node.node_type() {
             NodeType::Element => self.element(node, depth, false),
+            NodeType::Text => self.text(node),
             _ => self.raw(node),
+        }
+    }
+
+    /// Text as written when its source spells exactly its value (entity
+    /// references and quotes keep their spelling); otherwise — CDATA, or a
+    /// CR the parser turned into LF, possibly merged with the text beside
+    /// it — the value itself, escaped.
+    fn text(&mut self, node: Node<'_, '_>) {
+        let value = node.text().unwrap_or("");
+        let raw = &self.src[node.range()];
+        let spelled_exactly = !raw.contains(['<', '\r'])
+            && (raw == value || quick_xml::escape::unescape(raw).is_ok_and(|v| v == value));
+        if spelled_exactly {
+            self.tree.text.push_str(raw);
+        } else {
+            self.tree
+                .text
+                .push_str(&quick_xml::escape::partial_escape(value));
         }
     }
 
@@ -227,7 +243,7 @@ impl Builder<'_> {
                     self.tree.text.push_str(prefix);
                 }
                 self.tree.text.push_str("=\"");
-                crate::xml::writer::push_escaped(&mut self.tree.text, ns.uri());
+                crate::xml::writer::push_escaped_attr(&mut self.tree.text, ns.uri());
                 self.tree.text.push('"');
             }
         }
@@ -236,12 +252,39 @@ impl Builder<'_> {
 
 /// Whether a raw start tag declares the namespace `prefix` itself.
 fn declares(tag: &str, prefix: Option<&str>) -> bool {
-    let needle = match prefix {
+    let wanted = match prefix {
         Some(p) => format!("xmlns:{p}"),
         None => "xmlns".to_string(),
     };
-    tag.match_indices(&needle)
-        .any(|(i, _)| tag[i + needle.len()..].trim_start().starts_with('='))
+    attribute_names(tag).any(|name| name == wanted)
+}
+
+/// The attribute names of a raw start tag (`<name a='x' b = "y">`).
+fn attribute_names(tag: &str) -> impl Iterator<Item = &str> {
+    let b = tag.as_bytes();
+    let mut i = 1 + raw_tag_name(tag).len();
+    std::iter::from_fn(move || {
+        while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b'/' || b[i] == b'>') {
+            i += 1;
+        }
+        let start = i;
+        while i < b.len() && b[i] != b'=' && !b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let name = tag.get(start..i).filter(|n| !n.is_empty())?;
+        // Skip `=`, whitespace and the quoted value.
+        while i < b.len() && (b[i] == b'=' || b[i].is_ascii_whitespace()) {
+            i += 1;
+        }
+        if let Some(&q) = b.get(i).filter(|&&q| q == b'"' || q == b'\'') {
+            i += 1;
+            while i < b.len() && b[i] != q {
+                i += 1;
+            }
+            i += 1;
+        }
+        Some(name)
+    })
 }
 
 /// Offset just past the `>` ending the start tag that begins at `start`.
@@ -297,8 +340,32 @@ mod tests {
 
     #[test]
     fn test_subtree_keeps_mixed_content_and_entities_verbatim() {
-        let xml = "<a>text &amp; <b>x</b>  tail<!-- c --><![CDATA[<raw>]]></a>";
+        let xml = "<a>text &amp; 'q' <b>x</b>  tail<!-- c --></a>";
         assert_eq!(keep(xml).to_xml(true), xml);
+    }
+
+    #[test]
+    fn test_subtree_keeps_text_merged_with_cdata() {
+        assert_eq!(
+            keep("<c><![CDATA[<x>]]>y</c>").to_xml(true),
+            "<c>&lt;x&gt;y</c>"
+        );
+        assert_eq!(keep("<c>y<![CDATA[x]]></c>").to_xml(true), "<c>yx</c>");
+    }
+
+    #[test]
+    fn test_subtree_comment_only_element_is_not_reindented() {
+        assert_eq!(
+            keep("<a><n><!-- c --></n></a>").to_xml(true),
+            "<a>\n  <n><!-- c --></n>\n</a>"
+        );
+    }
+
+    #[test]
+    fn test_subtree_xmlns_inside_attribute_value_is_not_a_declaration() {
+        assert!(!declares("<x a='xmlns:q='>", Some("q")));
+        assert!(declares("<x a='1' xmlns:q = 'urn:q'>", Some("q")));
+        assert!(declares("<x xmlns='urn:d'/>", None));
     }
 
     #[test]

@@ -18,6 +18,16 @@ use crate::xml::subtree::XmlSubtree;
 /// attributes read naturally at the call site.
 pub(crate) type Attr<'a> = (&'a str, Option<&'a str>);
 
+/// The fields libvirt's "moment" (snapshot or checkpoint) shares.
+#[derive(Debug, Default)]
+pub(crate) struct MomentHeader<'a> {
+    pub(crate) name: Option<&'a str>,
+    pub(crate) description: Option<&'a str>,
+    pub(crate) state: Option<&'a str>,
+    pub(crate) parent: Option<&'a str>,
+    pub(crate) creation_time: Option<i64>,
+}
+
 /// Indenting writer producing libvirt-formatted XML into a `String`.
 #[derive(Debug, Default)]
 pub(crate) struct XmlWriter {
@@ -52,7 +62,7 @@ impl XmlWriter {
                 self.out.push(' ');
                 self.out.push_str(key);
                 self.out.push_str("='");
-                push_escaped(&mut self.out, value);
+                push_escaped_attr(&mut self.out, value);
                 self.out.push('\'');
             }
         }
@@ -90,6 +100,28 @@ impl XmlWriter {
         self.out.push_str(">\n");
     }
 
+    /// The elements every snapshot kind starts with, in libvirt's order;
+    /// empty strings are written as absent, as libvirt reads them.
+    pub(crate) fn moment_header(&mut self, h: &MomentHeader<'_>) {
+        if let Some(name) = h.name.filter(|s| !s.is_empty()) {
+            self.text_element("name", &[], name);
+        }
+        if let Some(d) = h.description.filter(|s| !s.is_empty()) {
+            self.text_element("description", &[], d);
+        }
+        if let Some(s) = h.state {
+            self.text_element("state", &[], s);
+        }
+        if let Some(p) = h.parent.filter(|s| !s.is_empty()) {
+            self.open("parent", &[]);
+            self.text_element("name", &[], p);
+            self.close("parent");
+        }
+        if let Some(t) = h.creation_time {
+            self.text_element("creationTime", &[], &t.to_string());
+        }
+    }
+
     /// A kept subtree, re-indented to the current depth.
     pub(crate) fn subtree(&mut self, tree: &XmlSubtree, secure: bool) {
         self.indent();
@@ -98,21 +130,33 @@ impl XmlWriter {
     }
 }
 
-/// Appends `text` escaped as libvirt escapes it.
+/// Whether XML 1.0 can carry `c` (controls other than TAB, LF and CR, and
+/// U+FFFE/U+FFFF, cannot; Rust strings hold no surrogates).
+fn is_xml_char(c: char) -> bool {
+    (c >= ' ' || matches!(c, '\t' | '\n' | '\r')) && !matches!(c, '\u{FFFE}' | '\u{FFFF}')
+}
+
+/// Appends `text` escaped as libvirt escapes it, minus characters XML
+/// cannot carry.
 pub(crate) fn push_escaped(out: &mut String, text: &str) {
-    let needs_filter = text
-        .bytes()
-        .any(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'));
-    let filtered: Cow<'_, str> = if needs_filter {
-        Cow::Owned(
-            text.chars()
-                .filter(|&c| c >= ' ' || matches!(c, '\t' | '\n' | '\r'))
-                .collect(),
-        )
-    } else {
+    let clean: Cow<'_, str> = if text.chars().all(is_xml_char) {
         Cow::Borrowed(text)
+    } else {
+        Cow::Owned(text.chars().filter(|&c| is_xml_char(c)).collect())
     };
-    out.push_str(&quick_xml::escape::escape(filtered.as_ref()));
+    out.push_str(&quick_xml::escape::escape(clean.as_ref()));
+}
+
+/// Appends an attribute value: as text, plus TAB and LF as character
+/// references, because a parser turns raw ones in attributes into spaces.
+pub(crate) fn push_escaped_attr(out: &mut String, value: &str) {
+    if !value.contains(['\t', '\n']) {
+        push_escaped(out, value);
+        return;
+    }
+    let mut escaped = String::with_capacity(value.len() + 8);
+    push_escaped(&mut escaped, value);
+    out.push_str(&escaped.replace('\t', "&#9;").replace('\n', "&#10;"));
 }
 
 #[cfg(test)]
@@ -122,8 +166,15 @@ mod tests {
     #[test]
     fn test_escape_replaces_five_specials_and_drops_controls() {
         let mut out = String::new();
-        push_escaped(&mut out, "a<b>&'\"\u{1}\tz");
-        assert_eq!(out, "a&lt;b&gt;&amp;&apos;&quot;\tz");
+        push_escaped(&mut out, "a<b>&'\"\u{1}\u{FFFE}\tz\r");
+        assert_eq!(out, "a&lt;b&gt;&amp;&apos;&quot;\tz&#13;");
+    }
+
+    #[test]
+    fn test_attribute_escape_keeps_tab_and_newline_as_references() {
+        let mut out = String::new();
+        push_escaped_attr(&mut out, "a\tb\nc'");
+        assert_eq!(out, "a&#9;b&#10;c&apos;");
     }
 
     #[test]
