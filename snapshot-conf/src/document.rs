@@ -28,11 +28,9 @@ impl SnapshotDocument {
             Err(ConfError::WrongRoot { found, .. }) if found == "volsnapshot" => {
                 VolSnapshotDef::parse(xml, options).map(Self::Volume)
             }
-            Err(ConfError::WrongRoot { found, pos, .. }) => Err(ConfError::WrongRoot {
-                expected: "domainsnapshot' or 'volsnapshot",
-                found,
-                pos,
-            }),
+            Err(ConfError::WrongRoot { found, pos, .. }) => {
+                Err(ConfError::NotASnapshot { found, pos })
+            }
             Err(e) => Err(e),
         }
     }
@@ -62,5 +60,44 @@ impl SnapshotDocument {
             Self::Domain(p) => p.def.format(options),
             Self::Volume(p) => p.def.format(options),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flags::{FormatFlags, ParseFlags};
+
+    #[test]
+    fn test_document_root_picks_the_kind() {
+        let opts = ParseOptions::new(ParseFlags::INTERNAL);
+        let d = SnapshotDocument::parse(
+            "<domainsnapshot><name>d</name><active>1</active></domainsnapshot>",
+            &opts,
+        )
+        .expect("domain snapshot");
+        assert!(matches!(d, SnapshotDocument::Domain(_)));
+        assert_eq!((d.name(), d.is_current()), (Some("d"), true));
+        let v = SnapshotDocument::parse(
+            "<volsnapshot><name>v</name><active>0</active></volsnapshot>",
+            &opts,
+        )
+        .expect("volume snapshot");
+        assert!(matches!(v, SnapshotDocument::Volume(_)));
+        assert_eq!((v.name(), v.is_current()), (Some("v"), false));
+        assert_eq!(
+            v.format(&FormatOptions::new(FormatFlags::INTERNAL)),
+            "<volsnapshot>\n  <name>v</name>\n  <active>0</active>\n</volsnapshot>\n"
+        );
+    }
+
+    #[test]
+    fn test_document_other_root_names_both_kinds() {
+        let err =
+            SnapshotDocument::parse("<domain/>", &ParseOptions::default()).expect_err("domain");
+        assert_eq!(
+            err.to_string(),
+            "expecting root element of 'domainsnapshot' or 'volsnapshot', not 'domain' at line 1, column 1"
+        );
     }
 }

@@ -9,7 +9,7 @@
 //! ```text
 //! ConfError
 //!  ├─ document:  TooLarge, TooManyNodes, TooDeep, TooManyAttributes, Dtd,
-//!  │             Syntax, WrongRoot
+//!  │             Syntax, WrongRoot, NotASnapshot
 //!  ├─ schema:    UnexpectedElement, UnexpectedAttribute, UnexpectedText,
 //!  │             DuplicateElement, NotAllowed
 //!  ├─ values:    Missing*, InvalidValue, RelativePath, InvalidName, ...
@@ -110,6 +110,17 @@ pub enum ConfError {
     WrongRoot {
         /// What the caller asked for (`domainsnapshot`, `volsnapshot`, `domain`).
         expected: &'static str,
+        /// What the document has.
+        found: String,
+        /// Position of the root element.
+        pos: Option<Pos>,
+    },
+    /// The root element names neither kind of snapshot.
+    #[error(
+        "expecting root element of 'domainsnapshot' or 'volsnapshot', not '{found}'{at}",
+        at = At(*pos)
+    )]
+    NotASnapshot {
         /// What the document has.
         found: String,
         /// Position of the root element.
@@ -380,6 +391,7 @@ impl ConfError {
             | Self::TooManyAttributes { pos, .. }
             | Self::Syntax { pos, .. }
             | Self::WrongRoot { pos, .. }
+            | Self::NotASnapshot { pos, .. }
             | Self::UnexpectedElement { pos, .. }
             | Self::UnexpectedAttribute { pos, .. }
             | Self::UnexpectedText { pos, .. }
