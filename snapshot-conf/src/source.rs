@@ -347,15 +347,46 @@ impl DiskSource {
                 pos: cx.pos(s),
             });
         }
-        if kind == SourceKind::Block && !node.has_attribute("dev") {
+        let required = match kind {
+            SourceKind::Block => Some(("dev", "a block snapshot image is named by dev='/dev/...'")),
+            SourceKind::Dir => Some(("dir", "a directory snapshot is named by dir='/path'")),
+            SourceKind::Network => Some((
+                "protocol",
+                "a network snapshot image names its protocol, e.g. protocol='rbd'",
+            )),
+            _ => None,
+        };
+        if let Some((attribute, hint)) = required
+            && !node.has_attribute(attribute)
+        {
             return Err(ConfError::MissingAttribute {
-                attribute: "dev",
+                attribute,
                 element: "source",
-                hint: "a block snapshot image is named by dev='/dev/...'",
+                hint,
                 pos: cx.pos(node),
             });
         }
         cx.check_content(node, attributes, children, false)?;
+        if let Some(p) = node.attribute("protocol")
+            && !NETWORK_PROTOCOLS.contains(&p)
+        {
+            return Err(cx.bad_attr(
+                node,
+                "protocol",
+                p,
+                format!("one of {}", NETWORK_PROTOCOLS.join(", ")),
+            ));
+        }
+        if let Some(t) = node.attribute("tls")
+            && !matches!(t, "yes" | "no")
+        {
+            return Err(cx.bad_attr(node, "tls", t, "'yes' or 'no'"));
+        }
+        if let Some(i) = node.attribute("index")
+            && !i.parse::<u32>().is_ok_and(|n| n > 0)
+        {
+            return Err(cx.bad_attr(node, "index", i, "a positive integer"));
+        }
         for h in element_children(node).filter(|c| c.tag_name().name() == "host") {
             cx.check_content(h, &["name", "port", "transport", "socket"], &[], false)?;
             if let Some(t) = h.attribute("transport")
@@ -363,9 +394,14 @@ impl DiskSource {
             {
                 return Err(cx.bad_attr(h, "transport", t, "tcp, rdma or unix"));
             }
+            if let Some(sock) = h.attribute("socket")
+                && !crate::snapshot::is_abs_path(sock)
+            {
+                return Err(cx.bad_attr(h, "socket", sock, "an absolute path"));
+            }
         }
         for s in element_children(node).filter(|c| c.tag_name().name() == "seclabel") {
-            cx.check_content(s, &["model", "relabel", "labelskip"], &["label"], false)?;
+            check_seclabel_schema(cx, s)?;
         }
         Ok(())
     }
@@ -424,6 +460,35 @@ impl DiskSource {
         }
         w.close("source");
     }
+}
+
+/// libvirt's network disk protocols (`diskSourceNetworkProtocol*`).
+const NETWORK_PROTOCOLS: &[&str] = &[
+    "nbd", "gluster", "rbd", "iscsi", "http", "https", "ftps", "ftp", "ssh", "sheepdog", "tftp",
+    "vxhs", "nfs",
+];
+
+/// The schema's three shapes of `<seclabel>`: `relabel='no'` alone,
+/// `labelskip='yes'` alone, or (optionally `relabel='yes'`) with labels.
+fn check_seclabel_schema(cx: &Cx<'_, '_>, node: Node<'_, '_>) -> Result<()> {
+    cx.check_content(node, &["model", "relabel", "labelskip"], &["label"], false)?;
+    for l in element_children(node) {
+        cx.check_content(l, &[], &[], true)?;
+    }
+    let has_label = element_children(node).next().is_some();
+    let shape_ok = match (node.attribute("relabel"), node.attribute("labelskip")) {
+        (Some("no"), None) | (None, Some("yes")) => !has_label,
+        (None | Some("yes"), None) => has_label,
+        _ => false,
+    };
+    if shape_ok {
+        return Ok(());
+    }
+    Err(ConfError::NotAllowed {
+        what: "this combination of relabel, labelskip and <label> in <seclabel>".into(),
+        why: "a seclabel override is relabel='no' alone, labelskip='yes' alone, or one or more <label> (with relabel='yes' or no relabel)",
+        pos: cx.pos(node),
+    })
 }
 
 fn parse_seclabel(cx: &Cx<'_, '_>, node: Node<'_, '_>) -> Result<Seclabel> {

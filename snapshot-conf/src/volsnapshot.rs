@@ -32,7 +32,7 @@ use crate::flags::{FormatFlags, FormatOptions, ParseFlags, ParseOptions};
 use crate::snapshot::{Parsed, format_driver, is_abs_path, parse_creation_time};
 use crate::source::{DiskSource, SourceKind, StorageFormat, string_enum};
 use crate::xml::reader::{self, Cx, text_of};
-use crate::xml::writer::{MomentHeader, XmlWriter};
+use crate::xml::writer::{MomentHeader, XmlWriter, has_xml_text};
 
 string_enum! {
     /// Whether the volume was in use when the snapshot was taken.
@@ -228,11 +228,10 @@ impl VolSnapshotDef {
         });
         if let Some(v) = &self.volume {
             w.open("volume", &[]);
-            if let Some(p) = &v.path {
-                w.text_element("path", &[], p);
-            }
-            if let Some(k) = &v.key {
-                w.text_element("key", &[], k);
+            for (element, value) in [("path", &v.path), ("key", &v.key)] {
+                if let Some(text) = value.as_deref().filter(|t| has_xml_text(t)) {
+                    w.text_element(element, &[], text);
+                }
             }
             if let Some(f) = v.format {
                 w.empty("format", &[("type", Some(f.as_str()))]);

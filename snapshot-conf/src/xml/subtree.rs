@@ -3,8 +3,9 @@
 //!
 //! libvirt re-formats these with its full domain formatter; we do not
 //! re-model the domain schema, so we keep what was written — start tags
-//! (attribute order, quote style, entity references), text, comments and
-//! CDATA byte for byte — and only re-indent: in element-only content every
+//! (attribute order, quote style, entity references), text and comments
+//! byte for byte; CDATA sections keep their content, written as escaped
+//! text — and only re-indent: in element-only content every
 //! child goes on its own line, two spaces deeper than its parent, as
 //! libvirt writes it. Mixed content (text beside elements) is kept with its
 //! whitespace untouched.

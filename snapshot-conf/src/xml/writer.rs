@@ -103,16 +103,16 @@ impl XmlWriter {
     /// The elements every snapshot kind starts with, in libvirt's order;
     /// empty strings are written as absent, as libvirt reads them.
     pub(crate) fn moment_header(&mut self, h: &MomentHeader<'_>) {
-        if let Some(name) = h.name.filter(|s| !s.is_empty()) {
+        if let Some(name) = h.name.filter(|s| has_xml_text(s)) {
             self.text_element("name", &[], name);
         }
-        if let Some(d) = h.description.filter(|s| !s.is_empty()) {
+        if let Some(d) = h.description.filter(|s| has_xml_text(s)) {
             self.text_element("description", &[], d);
         }
         if let Some(s) = h.state {
             self.text_element("state", &[], s);
         }
-        if let Some(p) = h.parent.filter(|s| !s.is_empty()) {
+        if let Some(p) = h.parent.filter(|s| has_xml_text(s)) {
             self.open("parent", &[]);
             self.text_element("name", &[], p);
             self.close("parent");
@@ -134,6 +134,12 @@ impl XmlWriter {
 /// U+FFFE/U+FFFF, cannot; Rust strings hold no surrogates).
 fn is_xml_char(c: char) -> bool {
     (c >= ' ' || matches!(c, '\t' | '\n' | '\r')) && !matches!(c, '\u{FFFE}' | '\u{FFFF}')
+}
+
+/// Whether `text` keeps at least one character once written: empty
+/// elements read back as absent, so they are not written.
+pub(crate) fn has_xml_text(text: &str) -> bool {
+    text.chars().any(is_xml_char)
 }
 
 /// Appends `text` escaped as libvirt escapes it, minus characters XML
