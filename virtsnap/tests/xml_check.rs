@@ -24,7 +24,7 @@ fn virtsnap(args: &[&str], files: &[PathBuf]) -> Output {
 #[test]
 fn test_xml_check_redefine_internal_prints_libvirt_output_unchanged() {
     let file = corpus("xml2xml-out/full_domain.xml");
-    let out = virtsnap(&["--redefine", "--internal"], &[file.clone()]);
+    let out = virtsnap(&["--redefine", "--internal"], std::slice::from_ref(&file));
     assert!(
         out.status.success(),
         "{}",
