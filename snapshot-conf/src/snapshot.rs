@@ -313,10 +313,15 @@ impl DomainSnapshotDef {
 
     fn size_hint(&self) -> usize {
         let domain = match &self.domain {
-            Some(EmbeddedDomain::Full(d)) => d.xml.to_xml(true).len(),
+            Some(EmbeddedDomain::Full(d)) => d.xml.len_hint(),
             _ => 0,
         };
-        512 + 160 * self.disks.len() + domain
+        let inactive = self
+            .inactive_domain
+            .as_ref()
+            .map_or(0, |d| d.xml.len_hint());
+        let cookie = self.cookie.as_ref().map_or(0, XmlSubtree::len_hint);
+        512 + 160 * (self.disks.len() + self.revert_disks.len()) + domain + inactive + cookie
     }
 
     /// Whether the snapshot is external: memory or any disk external

@@ -77,6 +77,13 @@ impl XmlSubtree {
         &self.local_name
     }
 
+    /// About how many bytes the subtree takes when written (for buffer
+    /// sizing; indentation is estimated).
+    #[must_use]
+    pub fn len_hint(&self) -> usize {
+        self.text.len() + 12 * self.breaks.len()
+    }
+
     /// The subtree as XML with its root at column 0.
     #[must_use]
     pub fn to_xml(&self, secure: bool) -> String {
