@@ -118,3 +118,36 @@ fn test_xml_check_unknown_root_names_both_kinds() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The two commands of the README's quick start, exactly as written there.
+#[test]
+fn test_xml_check_readme_quick_start_commands_succeed() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+    let commands: Vec<String> = readme
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .map(|block| block.replace("\\\n", " "))
+        .filter(|cmd| cmd.contains("xml check"))
+        .collect();
+    assert_eq!(
+        commands.len(),
+        2,
+        "README quick start changed: {commands:?}"
+    );
+    for cmd in commands {
+        let args: Vec<&str> = cmd
+            .split_whitespace()
+            .skip_while(|w| *w != "check")
+            .skip(1)
+            .collect();
+        let (flags, files): (Vec<&str>, Vec<&str>) = args.iter().partition(|a| a.starts_with("--"));
+        let files: Vec<PathBuf> = files.iter().map(|f| repo().join(f)).collect();
+        let out = virtsnap(&flags, &files);
+        assert!(
+            out.status.success(),
+            "README command `{cmd}` failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
