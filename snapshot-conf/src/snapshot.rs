@@ -595,8 +595,7 @@ pub(crate) fn parse_disk(
     let mut disk = SnapshotDisk::new(name, mode);
     disk.source.kind = kind;
     if let Some(s) = cx.child(node, "source")? {
-        DiskSource::check_snapshot_schema(cx, s, kind)?;
-        disk.source = DiskSource::parse(cx, s, kind)?;
+        disk.source = DiskSource::parse_snapshot_image(cx, s, kind)?;
         if let Some(path) = disk.source.local_path()
             && !is_abs_path(path)
         {

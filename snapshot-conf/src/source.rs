@@ -254,10 +254,35 @@ impl DiskSource {
 
     /// Reads `<source>` of a disk whose type is `kind`.
     pub(crate) fn parse(cx: &Cx<'_, '_>, node: Node<'_, '_>, kind: SourceKind) -> Result<Self> {
+        Self::parse_with(cx, node, kind, None)
+    }
+
+    /// Reads the `<source>` of a new snapshot image: with VALIDATE it must
+    /// follow the snapshot grammar; without, what the grammar does not
+    /// allow is ignored (as libvirt ignores it), so the output validates.
+    pub(crate) fn parse_snapshot_image(
+        cx: &Cx<'_, '_>,
+        node: Node<'_, '_>,
+        kind: SourceKind,
+    ) -> Result<Self> {
+        Self::check_snapshot_schema(cx, node, kind)?;
+        Self::parse_with(cx, node, kind, Some(snapshot_source_rules(kind)))
+    }
+
+    /// Reads `<source>`, keeping only the attributes and children `rules`
+    /// names when given.
+    fn parse_with(
+        cx: &Cx<'_, '_>,
+        node: Node<'_, '_>,
+        kind: SourceKind,
+        rules: Option<SourceRules>,
+    ) -> Result<Self> {
         let mut src = Self::new(kind);
         let path_attr = Self::path_attribute(kind);
         for a in node.attributes() {
-            if a.namespace().is_some_and(|ns| !ns.is_empty()) {
+            if a.namespace().is_some_and(|ns| !ns.is_empty())
+                || rules.is_some_and(|(attrs, _)| !attrs.contains(&a.name()))
+            {
                 continue;
             }
             match a.name() {
@@ -268,7 +293,10 @@ impl DiskSource {
                 n => src.attributes.push((n.to_string(), a.value().to_string())),
             }
         }
-        for c in element_children(node) {
+        let kept = |c: &Node<'_, '_>| {
+            rules.is_none_or(|(_, children)| children.contains(&c.tag_name().name()))
+        };
+        for c in element_children(node).filter(kept) {
             match c.tag_name().name() {
                 "host" if kind == SourceKind::Network => src.hosts.push(NetworkHost {
                     name: c.attribute("name").map(str::to_string),
@@ -289,48 +317,11 @@ impl DiskSource {
     }
 
     /// With VALIDATE: the snapshot grammar's rules for a new image's source.
-    pub(crate) fn check_snapshot_schema(
-        cx: &Cx<'_, '_>,
-        node: Node<'_, '_>,
-        kind: SourceKind,
-    ) -> Result<()> {
+    fn check_snapshot_schema(cx: &Cx<'_, '_>, node: Node<'_, '_>, kind: SourceKind) -> Result<()> {
         if !cx.validate {
             return Ok(());
         }
-        let (attributes, children): (&[&str], &[&str]) = match kind {
-            SourceKind::File => (
-                &["file", "index"],
-                &["seclabel", "slices", "privateData", "encryption"],
-            ),
-            SourceKind::Block => (
-                &["dev", "index"],
-                &["seclabel", "slices", "privateData", "encryption"],
-            ),
-            SourceKind::Dir => (
-                &["dir", "index"],
-                &["seclabel", "slices", "privateData", "encryption"],
-            ),
-            _ => (
-                &["protocol", "name", "tls", "tlsHostname", "query", "index"],
-                &[
-                    "host",
-                    "snapshot",
-                    "config",
-                    "auth",
-                    "encryption",
-                    "reconnect",
-                    "timeout",
-                    "readahead",
-                    "cookies",
-                    "ssl",
-                    "knownHosts",
-                    "identity",
-                    "initiator",
-                    "privateData",
-                    "slices",
-                ],
-            ),
-        };
+        let (attributes, children) = snapshot_source_rules(kind);
         if node.has_attribute("startupPolicy") {
             return Err(ConfError::NotAllowed {
                 what: "attribute 'startupPolicy' on a snapshot disk <source>".into(),
@@ -459,6 +450,39 @@ impl DiskSource {
             w.subtree(c, true);
         }
         w.close("source");
+    }
+}
+
+/// Attributes and child elements allowed on a `<source>`.
+type SourceRules = (&'static [&'static str], &'static [&'static str]);
+
+/// What the snapshot grammar allows in the `<source>` of a new image.
+fn snapshot_source_rules(kind: SourceKind) -> SourceRules {
+    const LOCAL_CHILDREN: &[&str] = &["seclabel", "slices", "privateData", "encryption"];
+    match kind {
+        SourceKind::File => (&["file", "index"], LOCAL_CHILDREN),
+        SourceKind::Block => (&["dev", "index"], LOCAL_CHILDREN),
+        SourceKind::Dir => (&["dir", "index"], LOCAL_CHILDREN),
+        _ => (
+            &["protocol", "name", "tls", "tlsHostname", "query", "index"],
+            &[
+                "host",
+                "snapshot",
+                "config",
+                "auth",
+                "encryption",
+                "reconnect",
+                "timeout",
+                "readahead",
+                "cookies",
+                "ssl",
+                "knownHosts",
+                "identity",
+                "initiator",
+                "privateData",
+                "slices",
+            ],
+        ),
     }
 }
 

@@ -378,8 +378,7 @@ fn parse_target(cx: &Cx<'_, '_>, node: Node<'_, '_>) -> Result<VolSnapshotTarget
         format: None,
     };
     if let Some(s) = cx.child(node, "source")? {
-        DiskSource::check_snapshot_schema(cx, s, kind)?;
-        target.source = DiskSource::parse(cx, s, kind)?;
+        target.source = DiskSource::parse_snapshot_image(cx, s, kind)?;
         if let Some(p) = target.source.local_path()
             && !is_abs_path(p)
         {

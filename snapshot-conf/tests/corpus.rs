@@ -286,3 +286,24 @@ fn test_virsh_redefine_files_parse_and_round_trip() {
         assert_eq!(parsed.def.name.as_deref(), Some(&name[9..]));
     }
 }
+
+#[test]
+fn test_libvirt_invalid_inputs_without_validate_drop_what_the_schema_refuses() {
+    let xmllint = common::xmllint();
+    let schema = common::libvirt_dir().join("schemas/domainsnapshot.rng");
+    let dir = tempfile::tempdir().expect("temp dir");
+    for name in ["disk-invalid", "disk-network-seclabel-invalid"] {
+        let text = read(&corpus_file("xml2xml-in", name));
+        let parsed = DomainSnapshotDef::parse(&text, &ParseOptions::default()).expect(name);
+        let out = parsed.def.format(&FormatOptions::new(FormatFlags::SECURE));
+        assert!(
+            !out.contains("startupPolicy") && !out.contains("seclabel"),
+            "{name}:\n{out}"
+        );
+        if let Some(x) = &xmllint {
+            let path = dir.path().join(format!("{name}.xml"));
+            std::fs::write(&path, &out).expect("write output");
+            common::assert_valid(x, &schema, &path);
+        }
+    }
+}
