@@ -86,12 +86,12 @@ fn check_attribute_counts(text: &str) -> Result<()> {
             }
             if count > MAX_ATTRIBUTES {
                 let line = 1 + b[..start].iter().filter(|&&c| c == b'\n').count();
-                let column = start
-                    - b[..start]
-                        .iter()
-                        .rposition(|&c| c == b'\n')
-                        .map_or(0, |p| p + 1)
-                    + 1;
+                let line_start = b[..start]
+                    .iter()
+                    .rposition(|&c| c == b'\n')
+                    .map_or(0, |p| p + 1);
+                // Columns count characters, as the XML parser's do.
+                let column = text[line_start..start].chars().count() + 1;
                 return Err(ConfError::TooManyAttributes {
                     limit: MAX_ATTRIBUTES,
                     pos: Some(Pos {
