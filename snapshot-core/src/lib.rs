@@ -1,3 +1,9 @@
-//! The snapshot engine: snapshot tree, metadata store, planner, executor and driver traits.
-//!
-//! Empty for now: the tree/store, volume and planner issues fill it.
+//! The snapshot engine: the snapshot tree ([`tree`]) today; the metadata
+//! store, the planner, the executor and the driver traits come with the
+//! following issues (see DESIGN.md).
+
+pub mod tree;
+
+pub use tree::{
+    ChildPolicy, ListFilter, Location, SnapshotInfo, SnapshotTree, StateKind, TreeError,
+};
