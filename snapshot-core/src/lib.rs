@@ -2,6 +2,7 @@
 //! store, the planner, the executor and the driver traits come with the
 //! following issues (see DESIGN.md).
 
+pub mod store;
 pub mod tree;
 
 pub use tree::{

@@ -1,0 +1,283 @@
+//! MetadataStore on a real directory: files written, reloaded, re-linked,
+//! libvirt's own metadata files read as they are.
+
+use std::path::Path;
+
+use snapshot_conf::{DomainSnapshotDef, ParseFlags, ParseOptions};
+
+use super::*;
+
+fn layout(dir: &Path) -> Layout {
+    Layout::new(dir.to_path_buf())
+}
+
+fn domain() -> Owner {
+    Owner::Domain("vm1".into())
+}
+
+fn snap(name: &str) -> SnapshotRecord {
+    let xml = format!(
+        "<domainsnapshot><name>{name}</name><state>shutoff</state><creationTime>1700000000</creationTime></domainsnapshot>"
+    );
+    let parsed = DomainSnapshotDef::parse(&xml, &ParseOptions::new(ParseFlags::REDEFINE))
+        .expect("test definition");
+    SnapshotRecord::Domain(Box::new(parsed.def))
+}
+
+fn open(dir: &Path) -> MetadataStore {
+    MetadataStore::open(&layout(dir), domain(), Access::Write).expect("open store")
+}
+
+fn file_text(dir: &Path, name: &str) -> String {
+    let path = layout(dir)
+        .owner_dir(&domain())
+        .expect("owner dir")
+        .join(format!("{name}.xml"));
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn test_store_create_writes_libvirt_files_and_reloads_the_same_tree() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut store = open(tmp.path());
+    store.create(snap("a")).expect("a");
+    store.create(snap("b")).expect("b");
+    assert!(file_text(tmp.path(), "a").contains("<active>0</active>"));
+    let b = file_text(tmp.path(), "b");
+    assert!(
+        b.contains("<parent>\n    <name>a</name>\n  </parent>"),
+        "{b}"
+    );
+    assert!(b.contains("<active>1</active>"), "{b}");
+    drop(store);
+
+    let store = open(tmp.path());
+    assert_eq!(store.tree().current(), Some("b"));
+    assert_eq!(store.tree().parent("b"), Ok(Some("a")));
+    assert_eq!(store.warnings(), []);
+}
+
+#[test]
+fn test_store_revert_then_create_branches_and_persists_current() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut store = open(tmp.path());
+    for n in ["a", "b"] {
+        store.create(snap(n)).expect("create");
+    }
+    store.set_current(Some("a")).expect("revert");
+    store.create(snap("c")).expect("c");
+    drop(store);
+
+    let store = open(tmp.path());
+    assert_eq!(store.tree().children("a"), Ok(vec!["b", "c"]));
+    assert_eq!(store.tree().current(), Some("c"));
+    assert!(file_text(tmp.path(), "b").contains("<active>0</active>"));
+}
+
+#[test]
+fn test_store_delete_rebase_relinks_children_on_disk() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut store = open(tmp.path());
+    for n in ["a", "b", "c"] {
+        store.create(snap(n)).expect("create");
+    }
+    assert_eq!(
+        store.delete("b", ChildPolicy::Rebase).expect("delete"),
+        ["b"]
+    );
+    drop(store);
+
+    let store = open(tmp.path());
+    assert_eq!(store.tree().parent("c"), Ok(Some("a")));
+    assert!(!store.tree().contains("b"));
+    assert!(file_text(tmp.path(), "c").contains("<name>a</name>"));
+}
+
+#[test]
+fn test_store_delete_children_removes_files_and_moves_current_up() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut store = open(tmp.path());
+    for n in ["a", "b", "c"] {
+        store.create(snap(n)).expect("create");
+    }
+    let mut removed = store.delete("b", ChildPolicy::Children).expect("delete");
+    removed.sort();
+    assert_eq!(removed, ["b", "c"]);
+    drop(store);
+
+    let store = open(tmp.path());
+    assert_eq!(store.tree().len(), 1);
+    assert_eq!(store.tree().current(), Some("a"));
+    assert!(file_text(tmp.path(), "a").contains("<active>1</active>"));
+    let dir = layout(tmp.path()).owner_dir(&domain()).expect("dir");
+    assert_eq!(fs::read_dir(dir).expect("dir").count(), 1);
+}
+
+#[test]
+fn test_store_reads_libvirt_metadata_files_as_they_are() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = layout(tmp.path()).owner_dir(&domain()).expect("dir");
+    fs::create_dir_all(&dir).expect("mkdir");
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../snapshot-conf/tests/libvirt/xml2xml-out/full_domain.xml");
+    let text = fs::read_to_string(&corpus).expect("corpus file");
+    fs::write(dir.join("my snap name.xml"), &text).expect("copy");
+
+    let store = MetadataStore::open(&layout(tmp.path()), domain(), Access::Read).expect("open");
+
+    assert_eq!(store.tree().current(), Some("my snap name"));
+    assert_eq!(
+        store.warnings(),
+        [LoadWarning::Orphan {
+            name: "my snap name".into(),
+            parent: "earlier_snap".into()
+        }]
+    );
+    let record = store.get("my snap name").expect("loaded");
+    assert_eq!(record.to_xml(true), text, "rewritten byte for byte");
+}
+
+#[test]
+fn test_store_unparsable_file_is_reported_and_kept() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut store = open(tmp.path());
+    store.create(snap("a")).expect("a");
+    drop(store);
+    let dir = layout(tmp.path()).owner_dir(&domain()).expect("dir");
+    fs::write(dir.join("broken.xml"), "<domainsnapshot>").expect("write");
+
+    let store = open(tmp.path());
+
+    assert_eq!(store.tree().len(), 1);
+    assert!(matches!(
+        store.warnings(),
+        [LoadWarning::Unreadable { file, .. }] if file == "broken.xml"
+    ));
+    assert!(dir.join("broken.xml").exists());
+}
+
+#[test]
+fn test_store_read_only_refuses_changes() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut store = MetadataStore::open(&layout(tmp.path()), domain(), Access::Read).expect("open");
+    let err = store.create(snap("a")).expect_err("read-only");
+    assert!(matches!(err, StoreError::ReadOnly { .. }));
+    assert_eq!(
+        err.to_string(),
+        "domain 'vm1' was opened read-only; open it for writing to change its snapshots"
+    );
+}
+
+#[test]
+fn test_store_refuses_bad_and_colliding_names_before_writing() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut store = open(tmp.path());
+    assert!(matches!(
+        store.create(snap("a/b")),
+        Err(StoreError::Layout(_))
+    ));
+    store.create(snap("Base")).expect("Base");
+    assert!(matches!(
+        store.create(snap("base")),
+        Err(StoreError::Layout(_))
+    ));
+    assert_eq!(store.tree().len(), 1);
+    let dir = layout(tmp.path()).owner_dir(&domain()).expect("dir");
+    assert_eq!(fs::read_dir(dir).expect("dir").count(), 1);
+}
+
+#[test]
+fn test_store_redefine_parents_first_and_current() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut store = open(tmp.path());
+    let mut child = snap("s2");
+    child.set_parent(Some("s3"));
+    let err = store
+        .redefine(child.clone(), false)
+        .expect_err("parent first");
+    assert!(matches!(
+        err,
+        StoreError::Tree(TreeError::ParentNotFound { .. })
+    ));
+    store.redefine(snap("s3"), false).expect("s3");
+    store.redefine(child, true).expect("s2");
+    drop(store);
+    let store = open(tmp.path());
+    assert_eq!(store.tree().current(), Some("s2"));
+    assert_eq!(store.tree().parent("s2"), Ok(Some("s3")));
+}
+
+#[test]
+fn test_store_volume_owner_refuses_domain_snapshots() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut store = MetadataStore::open(
+        &layout(tmp.path()),
+        Owner::Volume("/img/disk.qcow2".into()),
+        Access::Write,
+    )
+    .expect("open");
+    let err = store.create(snap("a")).expect_err("wrong kind");
+    assert!(matches!(err, StoreError::WrongKind { .. }));
+}
+
+#[test]
+fn test_store_loop_and_several_current_in_files_are_reported_not_fatal() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = layout(tmp.path()).owner_dir(&domain()).expect("dir");
+    fs::create_dir_all(&dir).expect("mkdir");
+    for (name, parent) in [("a", "b"), ("b", "a")] {
+        let xml = format!(
+            "<domainsnapshot><name>{name}</name><state>shutoff</state><parent><name>{parent}</name></parent>\
+             <creationTime>1</creationTime><active>1</active></domainsnapshot>"
+        );
+        fs::write(dir.join(format!("{name}.xml")), xml).expect("write");
+    }
+
+    let store = MetadataStore::open(&layout(tmp.path()), domain(), Access::Read).expect("open");
+
+    assert_eq!(store.tree().len(), 2);
+    assert!(store.tree().invariants_hold());
+    let warnings = store.warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| matches!(w, LoadWarning::Orphan { .. })),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| matches!(w, LoadWarning::SeveralCurrent { names, .. } if names.len() == 2)),
+        "{warnings:?}"
+    );
+    assert!(store.tree().current().is_some());
+}
+
+#[test]
+fn test_store_writer_excludes_others_and_other_owners_do_not_block() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let l = layout(tmp.path());
+    let writer = open(tmp.path());
+    assert!(
+        MetadataStore::try_open(&l, domain(), Access::Write)
+            .expect("try")
+            .is_none()
+    );
+    assert!(
+        MetadataStore::try_open(&l, domain(), Access::Read)
+            .expect("try")
+            .is_none()
+    );
+    let other =
+        MetadataStore::try_open(&l, Owner::Domain("vm2".into()), Access::Write).expect("try");
+    assert!(other.is_some(), "another owner is not blocked");
+    drop(writer);
+    let r1 = MetadataStore::try_open(&l, domain(), Access::Read).expect("try");
+    let r2 = MetadataStore::try_open(&l, domain(), Access::Read).expect("try");
+    assert!(r1.is_some() && r2.is_some(), "readers share");
+    assert!(
+        MetadataStore::try_open(&l, domain(), Access::Write)
+            .expect("try")
+            .is_none()
+    );
+}
