@@ -5,6 +5,7 @@
 //! messages to stderr; the exit code is 0 on success, 1 when any input was
 //! refused, 2 for usage errors (clap).
 
+mod snapshot_cmd;
 mod xml_cmd;
 
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Snapshot(snapshot_cmd::SnapshotCommand),
     /// Snapshot XML documents.
     #[command(subcommand)]
     Xml(xml_cmd::XmlCommand),
@@ -29,6 +32,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Snapshot(cmd) => snapshot_cmd::run(&cmd),
         Command::Xml(cmd) => xml_cmd::run(&cmd),
     }
 }
