@@ -5,6 +5,7 @@
 //! messages to stderr; the exit code is 0 on success, 1 when any input was
 //! refused, 2 for usage errors (clap).
 
+mod domain_cmd;
 mod snapshot_cmd;
 mod xml_cmd;
 
@@ -23,6 +24,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     #[command(flatten)]
+    Domain(domain_cmd::DomainCommand),
+    #[command(flatten)]
     Snapshot(snapshot_cmd::SnapshotCommand),
     /// Snapshot XML documents.
     #[command(subcommand)]
@@ -32,6 +35,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Domain(cmd) => domain_cmd::run(&cmd),
         Command::Snapshot(cmd) => snapshot_cmd::run(&cmd),
         Command::Xml(cmd) => xml_cmd::run(&cmd),
     }

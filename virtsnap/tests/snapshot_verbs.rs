@@ -206,3 +206,38 @@ fn test_snapshot_dumpxml_is_the_stored_definition() {
     let missing = cli.run(&["snapshot-dumpxml", "vm", "nope"]);
     assert_eq!(missing.status.code(), Some(1));
 }
+
+#[test]
+fn test_define_list_dumpxml_undefine_with_snapshot_metadata() {
+    let cli = Cli::new();
+    let tmp = tempfile::tempdir().expect("xml dir");
+    let xml = "<domain type='kvm'>\n  <name>vm</name>\n  <devices>\n    <disk type='file'>\n      <source file='/img/vm.qcow2'/>\n      <target dev='vda'/>\n    </disk>\n  </devices>\n</domain>\n";
+    let file = tmp.path().join("vm.xml");
+    std::fs::write(&file, xml).expect("write");
+    let file = file.to_str().expect("path");
+    assert!(
+        cli.ok(&["define", file])
+            .starts_with("Domain 'vm' defined from ")
+    );
+    assert_eq!(cli.ok(&["list", "--all", "--name"]), "vm\n");
+    assert!(
+        cli.ok(&["list", "--all"])
+            .contains(" -    vm     shut off\n")
+    );
+    assert_eq!(cli.ok(&["dumpxml", "vm"]), xml);
+    redefine(&cli, tmp.path(), "s1", None);
+    let refused = cli.run(&["undefine", "vm"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("cannot delete inactive domain with 1 snapshots"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(
+        cli.ok(&["undefine", "vm", "--snapshots-metadata"]),
+        "Domain 'vm' has been undefined\n"
+    );
+    assert_eq!(cli.ok(&["list", "--all", "--name"]), "");
+    assert_eq!(cli.ok(&["snapshot-list", "vm", "--name"]), "");
+}

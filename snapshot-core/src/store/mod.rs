@@ -2,6 +2,7 @@
 //! libvirt-format XML file per snapshot, written atomically under a
 //! per-owner lock.
 
+pub mod domains;
 pub mod layout;
 pub mod metadata;
 pub(crate) mod persist;
