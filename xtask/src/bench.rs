@@ -23,12 +23,20 @@ pub struct Bench {
 
 /// Every benchmark `cargo xtask bench` knows, run in this order by
 /// `cargo xtask bench` without a name. Add a row for a new bench target.
-pub const BENCHES: &[Bench] = &[Bench {
-    name: "conf",
-    package: "snapshot-conf",
-    target: "conf",
-    about: "snapshot XML parse, format and validate",
-}];
+pub const BENCHES: &[Bench] = &[
+    Bench {
+        name: "conf",
+        package: "snapshot-conf",
+        target: "conf",
+        about: "snapshot XML parse, format and validate",
+    },
+    Bench {
+        name: "store",
+        package: "snapshot-core",
+        target: "store",
+        about: "metadata store commands as whole processes at 1 000 and 10 000 snapshots",
+    },
+];
 
 /// Runs the benchmark called `name`, or all of them, forwarding `args` to
 /// each benchmark binary.

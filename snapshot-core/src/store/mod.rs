@@ -3,6 +3,8 @@
 //! per-owner lock.
 
 pub mod domains;
+pub(crate) mod index;
+pub(crate) mod journal;
 pub mod layout;
 pub mod metadata;
 pub(crate) mod persist;
