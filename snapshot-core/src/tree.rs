@@ -303,6 +303,57 @@ impl SnapshotTree {
         id
     }
 
+    /// Every snapshot in arena order (creation order) as `(slot, info,
+    /// parent slot)`; slots index the arena, which has holes where
+    /// snapshots were deleted (see [`SnapshotTree::slot_count`]).
+    pub(crate) fn slots(&self) -> impl Iterator<Item = (usize, &SnapshotInfo, Option<usize>)> {
+        self.nodes.iter().enumerate().filter_map(|(slot, node)| {
+            let node = node.as_ref()?;
+            Some((slot, &node.info, node.parent.map(|p| p.0)))
+        })
+    }
+
+    /// One more than the largest slot [`SnapshotTree::slots`] yields.
+    pub(crate) fn slot_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Room for `additional` more snapshots.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.nodes.reserve(additional);
+        self.by_name.reserve(additional);
+    }
+
+    /// Appends `info` as a child of the `parent`-th snapshot appended
+    /// before it, for loading a tree stored parents first. Positions are
+    /// arena slots, so the tree must have been filled only by this method.
+    ///
+    /// # Errors
+    /// [`TreeError::Exists`], or [`TreeError::ParentNotFound`] for a
+    /// position not yet appended.
+    pub(crate) fn append_loaded(
+        &mut self,
+        info: SnapshotInfo,
+        parent: Option<usize>,
+    ) -> Result<(), TreeError> {
+        if self.contains(&info.name) {
+            return Err(TreeError::Exists { name: info.name });
+        }
+        let parent = match parent {
+            None => None,
+            Some(p) if self.nodes.get(p).is_some_and(Option::is_some) => Some(NodeId(p)),
+            Some(p) => {
+                return Err(TreeError::ParentNotFound {
+                    parent: format!("#{p}"),
+                    name: info.name,
+                });
+            }
+        };
+        let id = self.push(info);
+        self.attach(id, parent);
+        Ok(())
+    }
+
     /// Adds a new snapshot as a child of the current one and makes it
     /// current (libvirt's create).
     ///

@@ -10,24 +10,32 @@
 //! LF as `\\`, `\t`, `\r`, `\n`):
 //!
 //! ```text
-//! virtsnap-index 1 <dir mtime ns> <xml entries> <written ns>
-//! S <name> <-|+parent> <I|A|D> <i|e> <has_metadata 0|1> <current 0|1> <creation time> <file mtime ns>
+//! virtsnap-index 2 <dir mtime ns> <xml entries> <written ns> <writer clean 0|1>
+//! S <name> <parent> <I|A|D> <i|e> <has_metadata 0|1> <current 0|1> <creation time> <file mtime ns>
 //! U <file> <reason>            (a file that could not be loaded)
 //! #fnv1a64 <16 hex digits>     (checksum of every byte before this line)
 //! ```
 //!
-//! `parent` is the parent the file names (an orphan's missing parent too),
-//! `current` what the file's `<active>` says and `file mtime` its mtime, so
-//! loading from the index repeats exactly what loading the XML files does,
+//! `S` lines come in the order loading the XML files puts the snapshots
+//! in the tree ([`parents_first`]), so loading the index is one pass that
+//! appends each snapshot under an earlier one, with no sorting and no name
+//! lookups. `parent` is `-` (a root), `@N` (the snapshot of the N-th `S`
+//! line, N counted from 0 and always earlier), or `+NAME` for a file
+//! naming a parent the tree does not link (a missing parent, or a loop
+//! cut open): the snapshot is a root and an orphan warning is repeated.
+//! `current` is what the file's `<active>` says and `file mtime` its mtime,
+//! so loading from the index repeats what loading the XML files does,
 //! warnings included.
 //!
 //! Trusting it on open ([`Freshness`]): the header's directory mtime must
 //! equal the directory's (creating, renaming or removing a snapshot file
 //! changes it). Timestamps are coarse, so a change made in the same clock
 //! tick as the recorded mtime would go unseen: when the recorded mtime is
-//! less than [`RACY_WINDOW`] before the index was written, the index is
+//! less than [`racy_window`] before the index was written, the index is
 //! "racy" and is trusted only after listing the directory and finding
-//! exactly the `*.xml` names it holds (one `readdir`, no file read).
+//! exactly the `*.xml` names it holds (one `readdir`, no file read); a
+//! reader doing so once the window has passed writes the index again with
+//! its own time, so the commands after it trust the mtime alone.
 //! Editing a file in place (not by rename) changes no directory mtime and
 //! is not detected; every writer of the store replaces files by rename.
 //!
@@ -47,34 +55,63 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::store::layout;
 use crate::store::metadata::{SnapshotRecord, read_snapshot_file};
-use crate::tree::{ListFilter, Location, SnapshotTree, StateKind};
+use crate::tree::{Location, SnapshotInfo, SnapshotTree, StateKind};
 
 /// Format version in the header; another version is rebuilt.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const MAGIC: &str = "virtsnap-index";
 const CHECKSUM: &str = "#fnv1a64 ";
 
 /// A directory mtime this close before the index's write time might hide a
 /// later change in the same timestamp tick.
+/// How long after a directory change a listing is still needed, for a
+/// filesystem whose timestamps are whole seconds or milliseconds (FAT's
+/// are 2 s).
 pub(crate) const RACY_WINDOW: Duration = Duration::from_secs(2);
 
+/// The same for a filesystem with finer timestamps (ext4, xfs, btrfs,
+/// tmpfs: the kernel's coarse clock, a few milliseconds per tick).
+pub(crate) const RACY_WINDOW_FINE: Duration = Duration::from_millis(100);
+
+/// The racy window for a directory whose mtime is `mtime_ns`: a
+/// timestamp with digits below the millisecond comes from a filesystem
+/// with fine timestamps (a coarse one would have zeros there; a fine one
+/// shows zeros only once in a million times, and then gets the long
+/// window, which is only slower).
+pub(crate) fn racy_window(mtime_ns: u128) -> u128 {
+    if mtime_ns.is_multiple_of(1_000_000) {
+        RACY_WINDOW.as_nanos()
+    } else {
+        RACY_WINDOW_FINE.as_nanos()
+    }
+}
+
 /// One snapshot as the index keeps it.
+/// The parent of an index entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ParentRef {
+    /// A root whose file names no parent.
+    Root,
+    /// The entry at this position, always an earlier one.
+    Entry(usize),
+    /// A root whose file names this parent, which the tree does not link
+    /// (no such snapshot, or a loop cut open there).
+    Unlinked(String),
+}
+
+/// One snapshot of the index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Entry {
     pub name: String,
-    /// The parent named in the file (may be missing from the owner).
-    pub parent: Option<String>,
+    pub parent: ParentRef,
     pub state: StateKind,
     pub location: Location,
     pub has_metadata: bool,
-    /// The file's `<active>`.
     pub current: bool,
     pub creation_time: i64,
-    /// The file's mtime, nanoseconds since the epoch.
     pub mtime_ns: u128,
 }
 
-/// The whole index.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Index {
     /// The owner directory's mtime when the index was written.
@@ -83,6 +120,9 @@ pub(crate) struct Index {
     pub xml_entries: usize,
     /// When the directory was looked at for this index.
     pub written_ns: u128,
+    /// Written by a writer that finished cleanly: no temp file of a
+    /// crashed write can be left in the directory.
+    pub writer_clean: bool,
     pub entries: Vec<Entry>,
     /// Files that could not be loaded: (file name, reason).
     pub unreadable: Vec<(String, String)>,
@@ -139,19 +179,25 @@ impl Index {
         let mut out = String::with_capacity(64 + self.entries.len() * 96);
         let _ = writeln!(
             out,
-            "{MAGIC}\t{VERSION}\t{}\t{}\t{}",
-            self.dir_mtime_ns, self.xml_entries, self.written_ns
+            "{MAGIC}\t{VERSION}\t{}\t{}\t{}\t{}",
+            self.dir_mtime_ns,
+            self.xml_entries,
+            self.written_ns,
+            u8::from(self.writer_clean)
         );
         for e in &self.entries {
             out.push_str("S\t");
             escape(&mut out, &e.name);
             out.push('\t');
             match &e.parent {
-                Some(p) => {
+                ParentRef::Root => out.push('-'),
+                ParentRef::Entry(i) => {
+                    let _ = write!(out, "@{i}");
+                }
+                ParentRef::Unlinked(p) => {
                     out.push('+');
                     escape(&mut out, p);
                 }
-                None => out.push('-'),
             }
             let state = match e.state {
                 StateKind::Inactive => 'I',
@@ -207,19 +253,41 @@ impl Index {
             dir_mtime_ns: head.next()?.parse().ok()?,
             xml_entries: head.next()?.parse().ok()?,
             written_ns: head.next()?.parse().ok()?,
+            writer_clean: match head.next()? {
+                "0" => false,
+                "1" => true,
+                _ => return None,
+            },
             ..Self::default()
         };
         if head.next().is_some() {
             return None;
         }
+        index
+            .entries
+            .reserve(index.xml_entries.min(body.len() / 16));
         for line in lines {
             let mut f = line.split('\t');
             match f.next()? {
                 "S" => {
                     let name = unescape(f.next()?)?;
                     let parent = match f.next()? {
-                        "-" => None,
-                        p => Some(unescape(p.strip_prefix('+')?)?),
+                        "-" => ParentRef::Root,
+                        p if p.starts_with('@') => {
+                            let digits = &p[1..];
+                            if !digits.bytes().all(|b| b.is_ascii_digit())
+                                || (digits.len() > 1 && digits.starts_with('0'))
+                            {
+                                return None;
+                            }
+                            let i: usize = digits.parse().ok()?;
+                            // Parents first: only an earlier entry.
+                            if i >= index.entries.len() {
+                                return None;
+                            }
+                            ParentRef::Entry(i)
+                        }
+                        p => ParentRef::Unlinked(unescape(p.strip_prefix('+')?)?),
                     };
                     let state = match f.next()? {
                         "I" => StateKind::Inactive,
@@ -297,7 +365,7 @@ impl Index {
         if dir_mtime_ns != self.dir_mtime_ns {
             return Freshness::Stale;
         }
-        let racy = self.written_ns < self.dir_mtime_ns + RACY_WINDOW.as_nanos();
+        let racy = self.written_ns < self.dir_mtime_ns + racy_window(self.dir_mtime_ns);
         if !racy {
             return Freshness::Fresh;
         }
@@ -345,12 +413,14 @@ pub(crate) enum Freshness {
 /// parsed when first asked for.
 #[derive(Debug)]
 struct Slot {
-    /// The parent named in the file when it was loaded or last replaced.
-    file_parent: Option<String>,
+    /// The parent the file names when the tree does not link it (an
+    /// orphan, or a loop cut open); otherwise the file names the parent
+    /// the tree links (until the definition is parsed and changed).
+    unlinked_parent: Option<String>,
     /// The file's mtime when loaded (orders several `<active>1`).
     mtime_ns: u128,
-    /// `None` inside: the file could not be read or parsed any more.
-    record: OnceLock<Option<SnapshotRecord>>,
+    /// `Err` inside: why the file could not be read or parsed any more.
+    record: OnceLock<Result<SnapshotRecord, String>>,
 }
 
 /// The definitions of an owner's snapshots by name, filled on demand:
@@ -376,29 +446,44 @@ impl Records {
 
     /// The definition of `name` (parsed now if it was not yet).
     pub(crate) fn get(&self, name: &str) -> Option<&SnapshotRecord> {
-        let slot = self.map.get(name)?;
+        self.load(name).ok()
+    }
+
+    /// The definition of `name` (parsed now if it was not yet), or why it
+    /// cannot be had.
+    pub(crate) fn load(&self, name: &str) -> Result<&SnapshotRecord, String> {
+        let slot = self
+            .map
+            .get(name)
+            .ok_or_else(|| "no such snapshot is loaded".to_string())?;
         slot.record
             .get_or_init(|| {
                 self.parses.fetch_add(1, Ordering::Relaxed);
-                read_snapshot_file(&self.dir, name, self.domain).ok()
+                read_snapshot_file(&self.dir, name, self.domain)
             })
             .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// The definition of `name`, to change it in memory.
     pub(crate) fn get_mut(&mut self, name: &str) -> Option<&mut SnapshotRecord> {
         self.get(name)?;
-        self.map.get_mut(name)?.record.get_mut()?.as_mut()
+        self.map.get_mut(name)?.record.get_mut()?.as_mut().ok()
     }
 
     /// Adds or replaces the definition of `name`.
     pub(crate) fn insert(&mut self, name: String, record: SnapshotRecord) {
         let slot = Slot {
-            file_parent: record.parent().map(str::to_string),
+            unlinked_parent: None,
             mtime_ns: nanos(SystemTime::now()),
-            record: OnceLock::from(Some(record)),
+            record: OnceLock::from(Ok(record)),
         };
         self.map.insert(name, slot);
+    }
+
+    /// Room for `additional` more snapshots.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.map.reserve(additional);
     }
 
     /// Adds a loaded snapshot; its definition is `record` when already
@@ -406,18 +491,18 @@ impl Records {
     pub(crate) fn insert_loaded(
         &mut self,
         name: String,
-        file_parent: Option<String>,
+        unlinked_parent: Option<String>,
         mtime_ns: u128,
         record: Option<SnapshotRecord>,
     ) {
         let cell = OnceLock::new();
         if let Some(r) = record {
-            let _ = cell.set(Some(r));
+            let _ = cell.set(Ok(r));
         }
         self.map.insert(
             name,
             Slot {
-                file_parent,
+                unlinked_parent,
                 mtime_ns,
                 record: cell,
             },
@@ -446,41 +531,95 @@ impl Records {
         self.parses.load(Ordering::Relaxed)
     }
 
-    /// The parent the file of `name` names: from its definition when
-    /// parsed (it may have been changed since), else as loaded.
-    fn file_parent(&self, name: &str) -> Option<Option<&str>> {
-        let slot = self.map.get(name)?;
-        Some(match slot.record.get() {
-            Some(Some(r)) => r.parent(),
-            _ => slot.file_parent.as_deref(),
-        })
-    }
-
-    /// The index describing `tree` and these records, entries parents
-    /// first; `unreadable` files are kept unless a snapshot of that name
-    /// now exists.
+    /// The index describing `tree` and these records, entries in the
+    /// order loading the files would give ([`parents_first`] over the
+    /// parents the files name); `unreadable` files are kept unless a
+    /// snapshot of that name now exists. O(n log n), with name lookups
+    /// only for files naming a parent the tree does not link.
     pub(crate) fn to_index(&self, tree: &SnapshotTree, unreadable: &[(String, String)]) -> Index {
-        let topo = ListFilter {
-            topological: true,
-            ..ListFilter::default()
-        };
-        let names = tree.list(&topo).unwrap_or_default();
-        let mut entries = Vec::with_capacity(names.len());
-        for name in names {
-            let (Some(info), Some(parent)) = (tree.get(name), self.file_parent(name)) else {
-                continue;
-            };
-            entries.push(Entry {
-                name: name.to_string(),
-                parent: parent.map(str::to_string),
-                state: info.state,
-                location: info.location,
-                has_metadata: info.has_metadata,
-                current: tree.is_current(name),
-                creation_time: info.creation_time,
-                mtime_ns: self.map.get(name).map_or(0, |s| s.mtime_ns),
-            });
+        // Dense positions in arena order.
+        let mut dense = vec![usize::MAX; tree.slot_count()];
+        let mut nodes: Vec<(&SnapshotInfo, Option<usize>, Option<&Slot>)> =
+            Vec::with_capacity(tree.len());
+        for (slot, info, parent) in tree.slots() {
+            dense[slot] = nodes.len();
+            nodes.push((info, parent, self.map.get(&info.name)));
         }
+        // The parent each file names, as a dense position when it is the
+        // one the tree links.
+        let mut by_name: Option<HashMap<&str, usize>> = None;
+        let named: Vec<(Named, Option<&str>)> = nodes
+            .iter()
+            .map(|&(_, parent, slot)| {
+                let linked = parent.map(|p| dense[p]);
+                let file_parent = match slot.map(|s| (s.record.get(), &s.unlinked_parent)) {
+                    Some((Some(Ok(r)), _)) => r.parent(),
+                    Some((_, Some(p))) => Some(p.as_str()),
+                    _ => linked.map(|j| nodes[j].0.name.as_str()),
+                };
+                let link = match (file_parent, linked) {
+                    (None, _) => Named::None,
+                    (Some(p), Some(j)) if nodes[j].0.name == p => Named::At(j),
+                    (Some(p), _) => {
+                        let map = by_name.get_or_insert_with(|| {
+                            nodes
+                                .iter()
+                                .enumerate()
+                                .map(|(i, n)| (n.0.name.as_str(), i))
+                                .collect()
+                        });
+                        map.get(p).map_or(Named::Missing, |&j| Named::At(j))
+                    }
+                };
+                (link, file_parent)
+            })
+            .collect();
+        // Sorted by creation time then name, as loading the files does.
+        let mut sorted: Vec<usize> = (0..nodes.len()).collect();
+        sorted.sort_unstable_by(|&a, &b| {
+            let (a, b) = (nodes[a].0, nodes[b].0);
+            (a.creation_time, &a.name).cmp(&(b.creation_time, &b.name))
+        });
+        let mut rank = vec![0; nodes.len()];
+        for (r, &i) in sorted.iter().enumerate() {
+            rank[i] = r;
+        }
+        let links: Vec<Named> = sorted
+            .iter()
+            .map(|&i| match named[i].0 {
+                Named::At(j) => Named::At(rank[j]),
+                other => other,
+            })
+            .collect();
+        let ordered = parents_first(&links);
+        let mut position = vec![0; nodes.len()];
+        for (at, &r) in ordered.order.iter().enumerate() {
+            position[r] = at;
+        }
+        let current = tree.current();
+        let entries = ordered
+            .order
+            .iter()
+            .map(|&r| {
+                let i = sorted[r];
+                let (info, _, slot) = nodes[i];
+                let parent = match (ordered.parent[r], named[i].1) {
+                    (Some(j), _) => ParentRef::Entry(position[j]),
+                    (None, Some(p)) => ParentRef::Unlinked(p.to_string()),
+                    (None, None) => ParentRef::Root,
+                };
+                Entry {
+                    name: info.name.clone(),
+                    parent,
+                    state: info.state,
+                    location: info.location,
+                    has_metadata: info.has_metadata,
+                    current: current == Some(info.name.as_str()),
+                    creation_time: info.creation_time,
+                    mtime_ns: slot.map_or(0, |s| s.mtime_ns),
+                }
+            })
+            .collect::<Vec<_>>();
         let unreadable: Vec<(String, String)> = unreadable
             .iter()
             .filter(|(file, _)| {
@@ -497,14 +636,112 @@ impl Records {
     }
 }
 
+/// The parent a snapshot's file names, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Named {
+    /// It names none.
+    None,
+    /// The snapshot at this input position.
+    At(usize),
+    /// One that is not there.
+    Missing,
+}
+
+/// Resolves the parents that snapshots (`(name, parent the file names)`)
+/// name to input positions.
+pub(crate) fn resolve_names(nodes: &[(&str, Option<&str>)]) -> Vec<Named> {
+    let position: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| (*name, i))
+        .collect();
+    nodes
+        .iter()
+        .map(|(_, parent)| match parent {
+            None => Named::None,
+            Some(p) => position.get(p).map_or(Named::Missing, |&j| Named::At(j)),
+        })
+        .collect()
+}
+
+/// Where [`parents_first`] puts each snapshot.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct ParentsFirst {
+    /// Positions in the input, parents before children.
+    pub order: Vec<usize>,
+    /// The linked parent of each input position.
+    pub parent: Vec<Option<usize>>,
+    /// Input positions naming a parent they are not linked to: missing
+    /// parents first (in input order), then loops cut open (in cut order).
+    pub unlinked: Vec<usize>,
+}
+
+/// Orders snapshots, given the parent each names ([`resolve_names`]) and
+/// already sorted by creation time then name, so that parents come before
+/// children: breadth first from the roots, children in input order. A
+/// parent that is not there leaves its child a root (an orphan);
+/// snapshots no root reaches form loops, each cut open at its first
+/// snapshot in input order, which becomes a root. O(n).
+pub(crate) fn parents_first(named: &[Named]) -> ParentsFirst {
+    let n = named.len();
+    let mut out = ParentsFirst {
+        order: Vec::with_capacity(n),
+        parent: vec![None; n],
+        unlinked: Vec::new(),
+    };
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, link) in named.iter().enumerate() {
+        match *link {
+            Named::None => {}
+            Named::At(j) => {
+                out.parent[i] = Some(j);
+                children[j].push(i);
+            }
+            Named::Missing => out.unlinked.push(i),
+        }
+    }
+    let mut seen = vec![false; n];
+    let mut queue = std::collections::VecDeque::new();
+    let roots: Vec<usize> = (0..n).filter(|&i| out.parent[i].is_none()).collect();
+    let mut roots = roots.into_iter();
+    let mut next_cut = 0;
+    loop {
+        let start = if let Some(r) = roots.next() {
+            r
+        } else {
+            while next_cut < seen.len() && seen[next_cut] {
+                next_cut += 1;
+            }
+            if next_cut == seen.len() {
+                break;
+            }
+            out.parent[next_cut] = None;
+            out.unlinked.push(next_cut);
+            next_cut
+        };
+        seen[start] = true;
+        queue.push_back(start);
+        while let Some(n) = queue.pop_front() {
+            out.order.push(n);
+            for &c in &children[n] {
+                if !seen[c] {
+                    seen[c] = true;
+                    queue.push_back(c);
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn entry(name: &str, parent: Option<&str>) -> Entry {
+    fn entry(name: &str, parent: ParentRef) -> Entry {
         Entry {
             name: name.into(),
-            parent: parent.map(Into::into),
+            parent,
             state: StateKind::DiskOnly,
             location: Location::External,
             has_metadata: true,
@@ -517,13 +754,15 @@ mod tests {
     fn sample() -> Index {
         Index {
             dir_mtime_ns: 42,
-            xml_entries: 4,
+            xml_entries: 5,
             written_ns: 4242,
+            writer_clean: true,
             entries: vec![
-                entry("plain", None),
-                entry("tab\there\nnew\rline\\slash", Some("plain")),
-                entry("+-", Some("")),
-                entry("é ünï", Some("tab\there\nnew\rline\\slash")),
+                entry("plain", ParentRef::Root),
+                entry("tab\there\nnew\rline\\slash", ParentRef::Entry(0)),
+                entry("+-", ParentRef::Unlinked(String::new())),
+                entry("é ünï", ParentRef::Unlinked("@1".into())),
+                entry("@0", ParentRef::Entry(1)),
             ],
             unreadable: vec![("bad\t.xml".into(), "line 1:\nbroken".into())],
         }
@@ -550,16 +789,48 @@ mod tests {
 
     #[test]
     fn test_index_other_version_is_rejected() {
-        let text = sample().encode().replacen("index\t1\t", "index\t2\t", 1);
-        let body = &text[..text.rfind(CHECKSUM).unwrap()];
-        let resummed = format!("{body}{CHECKSUM}{:016x}\n", fnv1a64(body.as_bytes()));
-        assert_eq!(Index::decode(resummed.as_bytes()), None);
+        let text = sample().encode().replacen("index\t2\t", "index\t3\t", 1);
+        assert_eq!(Index::decode(resum(&text).as_bytes()), None);
+    }
+
+    /// `text` with its checksum line recomputed.
+    fn resum(text: &str) -> String {
+        let body = &text[..text.rfind(CHECKSUM).expect("checksum line")];
+        format!("{body}{CHECKSUM}{:016x}\n", fnv1a64(body.as_bytes()))
+    }
+
+    #[test]
+    fn test_index_parent_must_be_an_earlier_entry() {
+        let text = sample().encode();
+        assert!(Index::decode(resum(&text).as_bytes()).is_some());
+        for bad in ["@4", "@5", "@01", "@+1", "@", "@x"] {
+            let edited = text.replacen("\t@1\t", &format!("\t{bad}\t"), 1);
+            assert_ne!(edited, text);
+            assert_eq!(Index::decode(resum(&edited).as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn test_parents_first_orders_breadth_first_and_cuts_loops() {
+        // 0 <- 2, 1 orphan of "gone", 3 <- 4 <- 3 a loop, 5 a root.
+        let nodes = [
+            ("a", None),
+            ("b", Some("gone")),
+            ("c", Some("a")),
+            ("d", Some("e")),
+            ("e", Some("d")),
+            ("f", None),
+        ];
+        let got = parents_first(&resolve_names(&nodes));
+        assert_eq!(got.order, vec![0, 2, 1, 5, 3, 4]);
+        assert_eq!(got.parent, vec![None, None, Some(0), None, Some(3), None]);
+        assert_eq!(got.unlinked, vec![1, 3]);
     }
 
     // The store opened from its index.
 
     use crate::store::{Access, Layout, LoadWarning, MetadataStore, Owner, SnapshotRecord};
-    use crate::tree::ChildPolicy;
+    use crate::tree::{ChildPolicy, ListFilter};
     use snapshot_conf::{DomainSnapshotDef, ParseFlags, ParseOptions};
 
     fn owner() -> Owner {
@@ -725,7 +996,7 @@ mod tests {
         found.written_ns = mtime + 1;
         assert_eq!(found.freshness(&dir, mtime), Freshness::Stale);
         // Outside the window the mtime alone is trusted (no listing).
-        found.written_ns = mtime + RACY_WINDOW.as_nanos();
+        found.written_ns = mtime + racy_window(mtime);
         assert_eq!(found.freshness(&dir, mtime), Freshness::Fresh);
         // Within it, a listing that matches is trusted.
         found.entries.retain(|e| e.name != "d\ne");

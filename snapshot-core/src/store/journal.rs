@@ -85,7 +85,7 @@ pub(crate) enum Entry {
 }
 
 impl Entry {
-    fn file(&self) -> &str {
+    pub(crate) fn file(&self) -> &str {
         match self {
             Self::Write { file, .. } | Self::Remove { file } => file,
         }
@@ -287,17 +287,19 @@ impl Journal {
             let path = dir.join(entry.file());
             match entry {
                 Entry::Write { file, content } => {
-                    persist::write_atomic(dir, file, content.as_bytes()).map_err(|e| (path, e))?;
+                    persist::replace_file(dir, file, content.as_bytes()).map_err(|e| (path, e))?;
                 }
                 Entry::Remove { file } => {
-                    persist::remove_durable(dir, file).map_err(|e| (path, e))?;
+                    persist::remove_file(dir, file).map_err(|e| (path, e))?;
                 }
             }
             if crash_points && let Some(label) = STEP_LABELS.get(i) {
                 persist::crash_point(label);
             }
         }
-        Ok(())
+        // Each file's content was fsynced before its rename; one fsync of
+        // the directory makes every rename and removal durable.
+        persist::sync_dir(dir).map_err(|e| (dir.to_path_buf(), e))
     }
 }
 

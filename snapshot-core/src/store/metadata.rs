@@ -13,7 +13,6 @@
 //! reads the compact index ([`index`]) instead of every file when it still
 //! describes the directory.
 
-use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -24,7 +23,7 @@ use snapshot_conf::{
     SnapshotState, VolSnapshotDef, VolSnapshotMode, VolSnapshotState,
 };
 
-use crate::store::index::{self, Freshness, Index, Records};
+use crate::store::index::{self, Freshness, Index, ParentRef, Records};
 use crate::store::journal::{self, Journal};
 use crate::store::layout::{self, Layout, LayoutError, Owner};
 use crate::store::persist::{self, OwnerLock};
@@ -89,6 +88,30 @@ pub enum StoreError {
         operation: String,
         /// The journal file.
         journal: PathBuf,
+    },
+    /// A snapshot whose file must be rewritten cannot be read.
+    #[error(
+        "snapshot '{name}' of {owner}: its metadata file cannot be read ({reason}); \
+         repair the file, or remove the snapshot's metadata with \
+         snapshot-delete --metadata"
+    )]
+    Unreadable {
+        /// The owner.
+        owner: String,
+        /// The snapshot.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// An earlier write of this handle failed and its state could not be
+    /// read back from disk.
+    #[error(
+        "an earlier change to {owner}'s snapshot metadata failed and it could not be \
+         read back; open the store again"
+    )]
+    Broken {
+        /// The owner.
+        owner: String,
     },
     /// A write on a store opened for reading.
     #[error("{owner} was opened read-only; open it for writing to change its snapshots")]
@@ -256,6 +279,8 @@ pub struct MetadataStore {
     /// Whether the tree came from the index (no snapshot file read).
     from_index: bool,
     warnings: Vec<LoadWarning>,
+    /// A failed write could not be undone in memory: refuse further ones.
+    broken: bool,
     _lock: OwnerLock,
 }
 
@@ -315,7 +340,6 @@ impl MetadataStore {
         let dir = layout.owner_dir(&owner)?;
         if access == Access::Write {
             persist::create_dir_durable(&dir).map_err(io_err("creating", &dir))?;
-            persist::remove_stale_temps(&dir).map_err(io_err("cleaning", &dir))?;
         }
         let (journal, recovered) = Self::recover_journal(layout, &owner, &dir, access)?;
         let mut store = Self {
@@ -327,9 +351,16 @@ impl MetadataStore {
             records: Records::default(),
             from_index: false,
             warnings: recovered.into_iter().collect(),
+            broken: false,
             _lock: lock,
         };
-        store.load()?;
+        let clean = store.load()?;
+        // Temp files are left only by a writer that crashed, and such a
+        // writer left no clean index (it removed the index on open): the
+        // directory need not be listed for them otherwise.
+        if access == Access::Write && !clean {
+            persist::remove_stale_temps(&store.dir).map_err(io_err("cleaning", &store.dir))?;
+        }
         Ok(store)
     }
 
@@ -412,8 +443,9 @@ impl MetadataStore {
     /// Builds the tree from the owner's index when it still describes
     /// the directory, else from every snapshot file (then a reader leaves
     /// a fresh index behind). A writer removes the index it read and
-    /// writes a new one when dropped (see [`index`]).
-    fn load(&mut self) -> Result<(), StoreError> {
+    /// writes a new one when dropped (see [`index`]). Whether the tree
+    /// came from an index a writer left when it finished cleanly.
+    fn load(&mut self) -> Result<bool, StoreError> {
         self.records.set_source(&self.dir, self.is_domain());
         let index_path = self.index_path();
         // Taken before the directory is looked at: a later change gets a
@@ -421,23 +453,49 @@ impl MetadataStore {
         let started = index::nanos(SystemTime::now());
         let dir_mtime = match fs::metadata(&self.dir) {
             Ok(m) => index::nanos(m.modified().unwrap_or(SystemTime::UNIX_EPOCH)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(io_err("reading", &self.dir)(e)),
         };
         if let Some(path) = &index_path
-            && let Ok(Some(found)) = Index::read(path)
-            && found.freshness(&self.dir, dir_mtime) != Freshness::Stale
+            && let Ok(Some(mut found)) = Index::read(path)
         {
+            let freshness = found.freshness(&self.dir, dir_mtime);
+            if freshness == Freshness::Stale {
+                self.load_from_files(index_path.as_deref(), started, dir_mtime)?;
+                return Ok(false);
+            }
+            // Trusted after listing the directory, but out of the racy
+            // window by now: stamp it again so later opens skip the listing.
+            if self.access == Access::Read
+                && freshness == Freshness::FreshAfterListing
+                && started >= dir_mtime + index::racy_window(dir_mtime)
+            {
+                found.written_ns = started;
+                let _ = found.write(path);
+            }
+            let clean = found.writer_clean;
             self.load_index(found);
             self.from_index = true;
             if self.access == Access::Write {
                 let _ = fs::remove_file(path);
             }
-            return Ok(());
+            return Ok(clean);
         }
+        self.load_from_files(index_path.as_deref(), started, dir_mtime)?;
+        Ok(false)
+    }
+
+    /// Builds the tree from every snapshot file; a reader then leaves a
+    /// fresh index at `index_path`, a writer removes a stale one.
+    fn load_from_files(
+        &mut self,
+        index_path: Option<&Path>,
+        started: u128,
+        dir_mtime: u128,
+    ) -> Result<(), StoreError> {
         let loaded = self.load_files()?;
         self.build(loaded);
-        if let Some(path) = &index_path {
+        if let Some(path) = index_path {
             match self.access {
                 Access::Read => self.save_index(path, started, dir_mtime),
                 Access::Write => {
@@ -473,6 +531,7 @@ impl MetadataStore {
         let mut out = self.records.to_index(&self.tree, &unreadable);
         out.dir_mtime_ns = dir_mtime;
         out.written_ns = started;
+        out.writer_clean = self.access == Access::Write;
         let _ = out.write(path);
     }
 
@@ -490,29 +549,49 @@ impl MetadataStore {
     }
 
     /// The tree from a trusted index: no snapshot file is read; their
-    /// definitions are parsed when asked for.
+    /// definitions are parsed when asked for. The entries come parents
+    /// first, so each is appended under an earlier one.
     fn load_index(&mut self, found: Index) {
         for (file, reason) in found.unreadable {
             self.warnings.push(LoadWarning::Unreadable { file, reason });
         }
-        let loaded = found
-            .entries
-            .into_iter()
-            .map(|e| Loaded {
-                info: SnapshotInfo {
-                    name: e.name,
-                    state: e.state,
-                    location: e.location,
-                    has_metadata: e.has_metadata,
-                    creation_time: e.creation_time,
-                },
-                parent: e.parent,
-                current: e.current,
-                mtime_ns: e.mtime_ns,
-                record: None,
-            })
-            .collect();
-        self.build(loaded);
+        self.tree.reserve(found.entries.len());
+        self.records.reserve(found.entries.len());
+        let mut current = Vec::new();
+        let mut unlinked = Vec::new();
+        for e in found.entries {
+            let (tree_parent, unlinked_parent) = match e.parent {
+                ParentRef::Root => (None, None),
+                ParentRef::Entry(i) => (Some(i), None),
+                ParentRef::Unlinked(p) => (None, Some(p)),
+            };
+            let name = e.name.clone();
+            let info = SnapshotInfo {
+                name: e.name,
+                state: e.state,
+                location: e.location,
+                has_metadata: e.has_metadata,
+                creation_time: e.creation_time,
+            };
+            // A checksummed index written from a tree cannot fail here;
+            // an entry that did would be left out of the tree, and a
+            // later entry naming it as parent would fail too.
+            if self.tree.append_loaded(info, tree_parent).is_err() {
+                continue;
+            }
+            if let Some(p) = &unlinked_parent {
+                unlinked.push((name.clone(), p.clone()));
+            }
+            if e.current {
+                current.push((e.mtime_ns, name.clone()));
+            }
+            self.records
+                .insert_loaded(name, unlinked_parent, e.mtime_ns, None);
+        }
+        for (name, parent) in unlinked {
+            self.warnings.push(LoadWarning::Orphan { name, parent });
+        }
+        self.resolve_current(current);
     }
 
     /// Reads and parses every snapshot file.
@@ -569,85 +648,54 @@ impl MetadataStore {
 
     /// Inserts loaded snapshots parents first, in O(n): ordered by
     /// creation time then name (so the index and the files give the same
-    /// tree), then breadth first from the roots. Orphans (parent without
-    /// metadata) and loops become roots of the tree; their files keep the
-    /// parent they name, so nothing written is lost.
+    /// tree), then breadth first from the roots ([`index::parents_first`]).
+    /// Orphans (parent without metadata) and loops become roots of the
+    /// tree; their files keep the parent they name, so nothing written is
+    /// lost.
     fn build(&mut self, mut loaded: Vec<Loaded>) {
         loaded.sort_unstable_by(|a, b| {
             (a.info.creation_time, &a.info.name).cmp(&(b.info.creation_time, &b.info.name))
         });
-        let names: Vec<String> = loaded.iter().map(|l| l.info.name.clone()).collect();
-        let position: HashMap<&str, usize> = names
+        let keys: Vec<(&str, Option<&str>)> = loaded
             .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), i))
+            .map(|l| (l.info.name.as_str(), l.parent.as_deref()))
             .collect();
-        let mut current: Vec<(u128, String)> = Vec::new();
-        let mut parent_of: Vec<Option<usize>> = vec![None; loaded.len()];
-        let mut children: Vec<Vec<usize>> = vec![Vec::new(); loaded.len()];
-        for (i, l) in loaded.iter().enumerate() {
-            if l.current {
-                current.push((l.mtime_ns, names[i].clone()));
-            }
-            let Some(p) = &l.parent else { continue };
-            match position.get(p.as_str()) {
-                Some(&j) => {
-                    parent_of[i] = Some(j);
-                    children[j].push(i);
-                }
-                None => self.warnings.push(LoadWarning::Orphan {
-                    name: names[i].clone(),
-                    parent: p.clone(),
-                }),
-            }
+        let ordered = index::parents_first(&index::resolve_names(&keys));
+        drop(keys);
+        for &i in &ordered.unlinked {
+            self.warnings.push(LoadWarning::Orphan {
+                name: loaded[i].info.name.clone(),
+                parent: loaded[i].parent.clone().unwrap_or_default(),
+            });
         }
-        // Breadth first from the roots; what no root reaches is a loop:
-        // cut it at its first node and go on from there.
-        let mut order = Vec::with_capacity(loaded.len());
-        let mut seen = vec![false; loaded.len()];
-        let mut queue = std::collections::VecDeque::new();
-        let roots: Vec<usize> = (0..loaded.len())
-            .filter(|&i| parent_of[i].is_none())
+        let current: Vec<(u128, String)> = loaded
+            .iter()
+            .filter(|l| l.current)
+            .map(|l| (l.mtime_ns, l.info.name.clone()))
             .collect();
-        let mut next_cut = 0;
-        let mut roots = roots.into_iter();
-        loop {
-            let start = if let Some(r) = roots.next() {
-                r
-            } else {
-                while next_cut < seen.len() && seen[next_cut] {
-                    next_cut += 1;
-                }
-                if next_cut == seen.len() {
-                    break;
-                }
-                let cut = next_cut;
-                self.warnings.push(LoadWarning::Orphan {
-                    name: names[cut].clone(),
-                    parent: loaded[cut].parent.clone().unwrap_or_default(),
-                });
-                parent_of[cut] = None;
-                cut
-            };
-            seen[start] = true;
-            queue.push_back(start);
-            while let Some(n) = queue.pop_front() {
-                order.push(n);
-                for &c in &children[n] {
-                    if !seen[c] {
-                        seen[c] = true;
-                        queue.push_back(c);
-                    }
-                }
-            }
+        self.tree.reserve(loaded.len());
+        self.records.reserve(loaded.len());
+        let mut position = vec![0; loaded.len()];
+        for (at, &i) in ordered.order.iter().enumerate() {
+            position[i] = at;
         }
         let mut slots: Vec<Option<Loaded>> = loaded.into_iter().map(Some).collect();
-        for i in order {
-            if let Some(l) = slots[i].take() {
-                let parent = parent_of[i].map(|j| names[j].as_str());
-                self.insert_loaded(l, parent);
+        for &i in &ordered.order {
+            let Some(l) = slots[i].take() else { continue };
+            let name = l.info.name.clone();
+            let parent = ordered.parent[i].map(|j| position[j]);
+            let unlinked_parent = l.parent.filter(|_| parent.is_none());
+            if self.tree.append_loaded(l.info, parent).is_ok() {
+                self.records
+                    .insert_loaded(name, unlinked_parent, l.mtime_ns, l.record);
             }
         }
+        self.resolve_current(current);
+    }
+
+    /// Makes the most recently written of the files saying `<active>1`
+    /// current, warning when there were several.
+    fn resolve_current(&mut self, mut current: Vec<(u128, String)>) {
         current.sort();
         if let Some((_, kept)) = current.last() {
             if current.len() > 1 {
@@ -656,16 +704,8 @@ impl MetadataStore {
                     kept: kept.clone(),
                 });
             }
-            // Every name in `current` was inserted above.
+            // Every name in `current` was inserted.
             let _ = self.tree.set_current(Some(kept));
-        }
-    }
-
-    fn insert_loaded(&mut self, loaded: Loaded, parent: Option<&str>) {
-        let name = loaded.info.name.clone();
-        if self.tree.redefine(loaded.info, parent, false).is_ok() {
-            self.records
-                .insert_loaded(name, loaded.parent, loaded.mtime_ns, loaded.record);
         }
     }
 
@@ -675,7 +715,34 @@ impl MetadataStore {
                 owner: self.owner.to_string(),
             });
         }
+        if self.broken {
+            return Err(StoreError::Broken {
+                owner: self.owner.to_string(),
+            });
+        }
         Ok(())
+    }
+
+    /// Ends a change made in memory first: on failure before its journal
+    /// was written nothing changed on disk, so the tree and records are
+    /// read back from the files (a writer holds no index); after it, the
+    /// disk reaches the new state (the next commit or open finishes it),
+    /// which memory already holds.
+    fn settle<T>(&mut self, result: Result<T, (StoreError, bool)>) -> Result<T, StoreError> {
+        match result {
+            Ok(v) => Ok(v),
+            Err((e, true)) => Err(e),
+            Err((e, false)) => {
+                self.tree = SnapshotTree::new();
+                self.records = Records::default();
+                let warnings = self.warnings.len();
+                if self.load().is_err() {
+                    self.broken = true;
+                }
+                self.warnings.truncate(warnings);
+                Err(e)
+            }
+        }
     }
 
     fn check_kind(&self, record: &SnapshotRecord) -> Result<(), StoreError> {
@@ -690,12 +757,36 @@ impl MetadataStore {
         Ok(())
     }
 
+    /// The definition of `name`, parsed now if it was not yet.
+    fn record(&self, name: &str) -> Result<&SnapshotRecord, StoreError> {
+        self.records
+            .load(name)
+            .map_err(|reason| StoreError::Unreadable {
+                owner: self.owner.to_string(),
+                name: name.to_string(),
+                reason,
+            })
+    }
+
+    /// Parses now the definitions of `names` an operation may rewrite, so
+    /// that it fails before changing anything when one cannot be read.
+    fn check_loadable<'n>(
+        &self,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> Result<(), StoreError> {
+        for name in names {
+            self.record(name)?;
+        }
+        Ok(())
+    }
+
     /// Records in `journal` the file of `name` as the tree and records now
-    /// say (nothing for an unknown name).
+    /// say.
+    ///
+    /// # Errors
+    /// [`StoreError::Unreadable`]: its definition cannot be read.
     fn stage_write(&self, journal: &mut Journal, name: &str) -> Result<(), StoreError> {
-        let Some(record) = self.records.get(name) else {
-            return Ok(());
-        };
+        let record = self.record(name)?;
         let file = layout::snapshot_file_name(name)?;
         journal.write(file, record.to_xml(self.tree.is_current(name)));
         Ok(())
@@ -706,14 +797,31 @@ impl MetadataStore {
     /// files may be half-way and the operation is finished by the next
     /// commit or the next open for writing.
     fn commit(&self, journal: &Journal) -> Result<(), (StoreError, bool)> {
-        if journal.entries().is_empty() {
-            return Ok(());
-        }
         // A journal left by an earlier commit of this store that failed
         // half-way: finish it first, or the new journal would replace it.
         if fs::symlink_metadata(&self.journal).is_ok() {
             journal::recover(&self.journal, &self.dir)
                 .map_err(|(op, path, source)| (StoreError::Io { op, path, source }, false))?;
+        }
+        // One file: its atomic replacement or removal needs no journal.
+        if let [entry] = journal.entries() {
+            let path = self.dir.join(entry.file());
+            let done = match entry {
+                journal::Entry::Write { file, content } => {
+                    persist::write_atomic(&self.dir, file, content.as_bytes()).map(|()| true)
+                }
+                journal::Entry::Remove { file } => persist::remove_durable(&self.dir, file),
+            };
+            return done.map(|_| ()).map_err(|source| {
+                let op = match entry {
+                    journal::Entry::Write { .. } => "writing",
+                    journal::Entry::Remove { .. } => "removing",
+                };
+                (StoreError::Io { op, path, source }, false)
+            });
+        }
+        if journal.entries().is_empty() {
+            return Ok(());
         }
         journal::commit(&self.journal, &self.dir, journal).map_err(|e| {
             let err = StoreError::Io {
@@ -745,32 +853,20 @@ impl MetadataStore {
     pub fn create(&mut self, mut record: SnapshotRecord) -> Result<(), StoreError> {
         let name = self.checked_name(&record, true)?;
         let old_current = self.tree.current().map(str::to_string);
+        self.check_loadable(old_current.as_deref())?;
         record.set_parent(old_current.as_deref());
         self.tree.create(record.info(true))?;
         self.records.insert(name.clone(), record);
         let mut journal = Journal::new("create");
-        let staged = self
-            .stage_write(&mut journal, &name)
-            .and_then(|()| match &old_current {
-                Some(old) => self.stage_write(&mut journal, old),
-                None => Ok(()),
-            });
-        let result = staged
+        let result = self.stage_write(&mut journal, &name).and_then(|()| {
+            old_current
+                .as_deref()
+                .map_or(Ok(()), |old| self.stage_write(&mut journal, old))
+        });
+        let result = result
             .map_err(|e| (e, false))
             .and_then(|()| self.commit(&journal));
-        match result {
-            Ok(()) => Ok(()),
-            Err((e, journaled)) => {
-                // Nothing changed on disk without a journal: undo in memory
-                // too. With one, the disk will reach the new state.
-                if !journaled {
-                    self.records.remove(&name);
-                    let _ = self.tree.delete(&name, ChildPolicy::Rebase);
-                    let _ = self.tree.set_current(old_current.as_deref());
-                }
-                Err(e)
-            }
-        }
+        self.settle(result)
     }
 
     /// Adds or replaces a snapshot with the parent its definition names
@@ -787,15 +883,21 @@ impl MetadataStore {
         let exists = self.records.contains_key(record.name().unwrap_or_default());
         let name = self.checked_name(&record, !exists)?;
         let old_current = self.tree.current().map(str::to_string);
+        self.check_loadable(old_current.as_deref().filter(|_| make_current))?;
         self.tree
             .redefine(record.info(true), record.parent(), make_current)?;
         self.records.insert(name.clone(), record);
         let mut journal = Journal::new("redefine");
-        self.stage_write(&mut journal, &name)?;
-        if make_current && let Some(old) = old_current.filter(|o| *o != name) {
-            self.stage_write(&mut journal, &old)?;
-        }
-        self.commit(&journal).map_err(|(e, _)| e)
+        let result = self.stage_write(&mut journal, &name).and_then(|()| {
+            match old_current.filter(|o| make_current && *o != name) {
+                Some(old) => self.stage_write(&mut journal, &old),
+                None => Ok(()),
+            }
+        });
+        let result = result
+            .map_err(|e| (e, false))
+            .and_then(|()| self.commit(&journal));
+        self.settle(result)
     }
 
     /// Makes `name` the current snapshot, or clears it.
@@ -805,15 +907,22 @@ impl MetadataStore {
     pub fn set_current(&mut self, name: Option<&str>) -> Result<(), StoreError> {
         self.check_writable()?;
         let old = self.tree.current().map(str::to_string);
+        if old.as_deref() == name {
+            return Ok(());
+        }
+        self.check_loadable(name.into_iter().chain(old.as_deref()))?;
         self.tree.set_current(name)?;
         let mut journal = Journal::new("set-current");
-        if let Some(new) = name {
-            self.stage_write(&mut journal, new)?;
-        }
-        if let Some(old) = old.filter(|o| Some(o.as_str()) != name) {
-            self.stage_write(&mut journal, &old)?;
-        }
-        self.commit(&journal).map_err(|(e, _)| e)
+        let result = name
+            .map_or(Ok(()), |new| self.stage_write(&mut journal, new))
+            .and_then(|()| {
+                old.as_deref()
+                    .map_or(Ok(()), |old| self.stage_write(&mut journal, old))
+            });
+        let result = result
+            .map_err(|e| (e, false))
+            .and_then(|()| self.commit(&journal));
+        self.settle(result)
     }
 
     /// Deletes the metadata of `name` (and of its descendants, per
@@ -831,24 +940,49 @@ impl MetadataStore {
             .into_iter()
             .map(str::to_string)
             .collect();
+        let old_current = self.tree.current().map(str::to_string);
+        // What may be rewritten: the re-linked children, and whichever
+        // may become current (the parent, or the snapshot itself when
+        // only its descendants go).
+        let relinked = if policy == ChildPolicy::Rebase {
+            children.as_slice()
+        } else {
+            &[]
+        };
+        let heir = if policy == ChildPolicy::ChildrenOnly {
+            Some(name)
+        } else {
+            parent.as_deref()
+        };
+        self.check_loadable(relinked.iter().map(String::as_str).chain(heir))?;
         let removed = self.tree.delete(name, policy)?;
         let mut journal = Journal::new("delete");
-        if policy == ChildPolicy::Rebase {
-            for child in &children {
-                if let Some(r) = self.records.get_mut(child) {
-                    r.set_parent(parent.as_deref());
+        let result = (|| {
+            if policy == ChildPolicy::Rebase {
+                for child in &children {
+                    self.record(child)?;
+                    if let Some(r) = self.records.get_mut(child) {
+                        r.set_parent(parent.as_deref());
+                    }
+                    self.stage_write(&mut journal, child)?;
                 }
-                self.stage_write(&mut journal, child)?;
             }
-        }
-        if let Some(current) = self.tree.current().map(str::to_string) {
-            self.stage_write(&mut journal, &current)?;
-        }
+            let current = self.tree.current().map(str::to_string);
+            if let Some(current) = current.filter(|c| old_current.as_ref() != Some(c)) {
+                self.stage_write(&mut journal, &current)?;
+            }
+            for gone in &removed {
+                journal.remove(layout::snapshot_file_name(gone)?);
+            }
+            Ok(())
+        })();
+        let result = result
+            .map_err(|e| (e, false))
+            .and_then(|()| self.commit(&journal));
+        self.settle(result)?;
         for gone in &removed {
             self.records.remove(gone);
-            journal.remove(layout::snapshot_file_name(gone)?);
         }
-        self.commit(&journal).map_err(|(e, _)| e)?;
         Ok(removed)
     }
 }

@@ -111,6 +111,14 @@ fn create_temp(dir: &Path, file_name: &str) -> io::Result<(PathBuf, File)> {
 /// file, never a partial one. On error the temp file is removed (best
 /// effort) and the error returned.
 pub(crate) fn write_atomic(dir: &Path, file_name: &str, bytes: &[u8]) -> io::Result<()> {
+    replace_file(dir, file_name, bytes)?;
+    sync_dir(dir)
+}
+
+/// [`write_atomic`] without the final fsync of `dir`: the new content is
+/// durable, its name is not until the caller fsyncs `dir` (one fsync for
+/// the several files of a journaled change).
+pub(crate) fn replace_file(dir: &Path, file_name: &str, bytes: &[u8]) -> io::Result<()> {
     check_file_name(file_name)?;
     let (temp, mut file) = create_temp(dir, file_name)?;
     let target = dir.join(file_name);
@@ -124,7 +132,7 @@ pub(crate) fn write_atomic(dir: &Path, file_name: &str, bytes: &[u8]) -> io::Res
         fs::rename(&temp, &target)?;
         renamed = true;
         crash_point("renamed");
-        sync_dir(dir)
+        Ok(())
     })();
     if result.is_err() && !renamed {
         let _ = fs::remove_file(&temp);
@@ -132,8 +140,9 @@ pub(crate) fn write_atomic(dir: &Path, file_name: &str, bytes: &[u8]) -> io::Res
     result
 }
 
-/// Removes `dir/file_name` and fsyncs `dir`; `Ok(false)` if it did not exist.
-pub(crate) fn remove_durable(dir: &Path, file_name: &str) -> io::Result<bool> {
+/// Removes `dir/file_name` without fsyncing `dir`; `Ok(false)` if it did
+/// not exist. The removal is durable once the caller fsyncs `dir`.
+pub(crate) fn remove_file(dir: &Path, file_name: &str) -> io::Result<bool> {
     check_file_name(file_name)?;
     match fs::remove_file(dir.join(file_name)) {
         Ok(()) => {}
@@ -141,8 +150,16 @@ pub(crate) fn remove_durable(dir: &Path, file_name: &str) -> io::Result<bool> {
         Err(e) => return Err(e),
     }
     crash_point("unlinked");
-    sync_dir(dir)?;
     Ok(true)
+}
+
+/// Removes `dir/file_name` and fsyncs `dir`; `Ok(false)` if it did not exist.
+pub(crate) fn remove_durable(dir: &Path, file_name: &str) -> io::Result<bool> {
+    let removed = remove_file(dir, file_name)?;
+    if removed {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
 }
 
 /// Fsyncs a directory, making the creation, rename and removal of its

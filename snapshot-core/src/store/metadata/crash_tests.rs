@@ -51,11 +51,11 @@ const CASES: [Case; 5] = [
         files: 2,
     },
     // a -> b -> {c, d -> e (current)}; delete b, rebase: rewrites c, d
-    // (parent a) and e (current), removes b.
+    // (parent a), removes b; e stays current and is not rewritten.
     Case {
         name: "delete-rebase",
         operation: "delete",
-        files: 4,
+        files: 3,
     },
     // a -> b -> {c, d (current)}; delete b and children: rewrites a (the
     // new current), removes b, c, d.

@@ -281,3 +281,95 @@ fn test_store_writer_excludes_others_and_other_owners_do_not_block() {
             .is_none()
     );
 }
+
+/// Every file of the owner directory with its content.
+fn all_files(dir: &Path) -> Vec<(String, String)> {
+    let owner_dir = layout(dir).owner_dir(&domain()).expect("owner dir");
+    let mut files: Vec<(String, String)> = fs::read_dir(&owner_dir)
+        .expect("list owner dir")
+        .map(|e| {
+            let e = e.expect("entry");
+            let text = fs::read_to_string(e.path()).unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), text)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn test_store_refuses_to_relink_a_child_whose_file_is_garbled_and_changes_nothing() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    {
+        let mut store = open(tmp.path());
+        for name in ["a", "b", "c"] {
+            store.create(snap(name)).expect("create");
+        }
+    }
+    // Garbled in place: the index (written on drop) still lists it, so the
+    // next writer only finds out when it must rewrite c.
+    let c = layout(tmp.path())
+        .owner_dir(&domain())
+        .expect("owner dir")
+        .join("c.xml");
+    fs::write(&c, "<domainsnapshot><name>c</name>").expect("garble c");
+    let before = all_files(tmp.path());
+    let mut store = open(tmp.path());
+    let err = store
+        .delete("b", ChildPolicy::Rebase)
+        .expect_err("c cannot be rewritten");
+    let message = err.to_string();
+    assert!(
+        matches!(&err, StoreError::Unreadable { name, .. } if name == "c"),
+        "{err:?}"
+    );
+    assert!(message.contains("snapshot-delete --metadata"), "{message}");
+    // Nothing changed, on disk or in memory.
+    assert_eq!(all_files(tmp.path()), before);
+    assert_eq!(store.tree().parent("b"), Ok(Some("a")));
+    assert!(store.tree().contains("b"));
+    // The garbled snapshot itself can still be removed, and then b.
+    assert_eq!(
+        store.delete("c", ChildPolicy::Rebase).expect("delete c"),
+        ["c"]
+    );
+    assert_eq!(
+        store.delete("b", ChildPolicy::Rebase).expect("delete b"),
+        ["b"]
+    );
+    assert_eq!(store.tree().current(), Some("a"));
+}
+
+#[test]
+fn test_store_reader_restamps_an_index_trusted_only_after_listing() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    {
+        let mut store = open(tmp.path());
+        store.create(snap("a")).expect("a");
+    }
+    let dir = layout(tmp.path()).owner_dir(&domain()).expect("owner dir");
+    let index_path = layout(tmp.path()).owner_index(&domain()).expect("index");
+    // The directory last changed 10 s ago; the index says it saw that
+    // mtime 1 ns later (racy: trusted only after listing).
+    let old = SystemTime::now() - std::time::Duration::from_secs(10);
+    fs::File::open(&dir)
+        .and_then(|f| f.set_modified(old))
+        .expect("set dir mtime");
+    let mtime = index::nanos(
+        fs::metadata(&dir)
+            .and_then(|m| m.modified())
+            .expect("mtime"),
+    );
+    let mut found = Index::read(&index_path).expect("read").expect("valid");
+    found.dir_mtime_ns = mtime;
+    found.written_ns = mtime + 1;
+    found.write(&index_path).expect("write racy index");
+    assert_eq!(found.freshness(&dir, mtime), Freshness::FreshAfterListing);
+
+    let reader = MetadataStore::open(&layout(tmp.path()), domain(), Access::Read).expect("read");
+    assert!(reader.opened_from_index());
+    drop(reader);
+    let again = Index::read(&index_path).expect("read").expect("valid");
+    assert_eq!(again.freshness(&dir, mtime), Freshness::Fresh);
+    assert_eq!(again.entries, found.entries);
+}
