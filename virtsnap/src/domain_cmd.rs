@@ -87,7 +87,9 @@ pub fn run(cmd: &DomainCommand) -> ExitCode {
 }
 
 fn execute(cmd: &DomainCommand) -> Result<String, CmdError> {
-    let layout = Layout::new(snapshot_core::store::layout::state_dir()?);
+    let dir = snapshot_core::store::layout::state_dir()?;
+    tracing::debug!(state_dir = %dir.display(), "state directory");
+    let layout = Layout::new(dir);
     match cmd {
         DomainCommand::Define(a) => {
             let xml = std::fs::read_to_string(&a.file).map_err(|source| CmdError::Read {
@@ -95,6 +97,7 @@ fn execute(cmd: &DomainCommand) -> Result<String, CmdError> {
                 source,
             })?;
             let d = domains::define(&layout, &xml)?;
+            tracing::info!(domain = ?d.def.name, file = %a.file.display(), "domain defined");
             Ok(format!(
                 "Domain '{}' defined from {}\n",
                 d.def.name.unwrap_or_default(),
@@ -108,10 +111,12 @@ fn execute(cmd: &DomainCommand) -> Result<String, CmdError> {
                 SnapshotMetadata::Refuse
             };
             domains::undefine(&layout, &a.domain, metadata)?;
+            tracing::info!(domain = %a.domain, ?metadata, "domain undefined");
             Ok(format!("Domain '{}' has been undefined\n", a.domain))
         }
         DomainCommand::List(a) => {
             let names = domains::list(&layout)?;
+            tracing::debug!(domains = names.len(), "domains listed");
             if a.name {
                 return Ok(names.iter().map(|n| format!("{n}\n")).collect());
             }

@@ -1,11 +1,14 @@
 //! virsh's snapshot verbs on the metadata store: `snapshot-list`,
 //! `snapshot-info`, `snapshot-dumpxml`, `snapshot-parent`,
-//! `snapshot-current`, `snapshot-create --redefine` and
-//! `snapshot-delete --metadata`. Output columns and wording follow virsh;
-//! `--json` gives the same data as JSON.
+//! `snapshot-current`, `snapshot-create --redefine`,
+//! `snapshot-delete --metadata` and `snapshot-edit` (its edit loop in
+//! [`edit`]). Output columns and wording follow virsh; `--json` gives the
+//! same data as JSON.
 //!
 //! Only metadata is touched for now: creating a snapshot of real storage
 //! and deleting one with its data come with the drivers.
+
+mod edit;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -40,6 +43,18 @@ pub enum SnapshotCommand {
     /// Delete a snapshot; today only `--metadata`.
     #[command(name = "snapshot-delete")]
     Delete(DeleteArgs),
+    /// Edit a snapshot's XML in $VISUAL or $EDITOR, then redefine it.
+    ///
+    /// The XML, security-sensitive parts included, is written to a private
+    /// temporary file for the editor ($VISUAL, else $EDITOR, else vi). An
+    /// unchanged file changes nothing. The edited XML is validated against
+    /// the schema and redefines the snapshot; a changed <name> needs
+    /// --rename or --clone. When the edit is refused, a terminal is asked
+    /// "Failed. Try again? [y,n,i,f,?]" (y: edit again, n: give up, i:
+    /// redefine without validation, f: redefine again); without a terminal
+    /// the command exits with status 1 and the snapshot stays as it was.
+    #[command(name = "snapshot-edit")]
+    Edit(edit::EditArgs),
 }
 
 /// `snapshot-list`.
@@ -224,6 +239,8 @@ enum CmdError {
     NoParent(String),
     #[error("{0}")]
     NotYet(&'static str),
+    #[error(transparent)]
+    Edit(#[from] edit::EditError),
 }
 
 /// Runs a snapshot verb.
@@ -241,11 +258,28 @@ pub fn run(cmd: &SnapshotCommand) -> ExitCode {
 }
 
 fn layout() -> Result<Layout, CmdError> {
-    Ok(Layout::new(snapshot_core::store::layout::state_dir()?))
+    let dir = snapshot_core::store::layout::state_dir()?;
+    tracing::debug!(state_dir = %dir.display(), "state directory");
+    Ok(Layout::new(dir))
 }
 
 fn open(domain: &str, access: Access) -> Result<MetadataStore, CmdError> {
-    let store = MetadataStore::open(&layout()?, Owner::Domain(domain.to_string()), access)?;
+    Ok(open_in(&layout()?, domain, access)?)
+}
+
+/// Opens the snapshot metadata of `domain`, printing what loading found
+/// odd as warnings.
+fn open_in(layout: &Layout, domain: &str, access: Access) -> Result<MetadataStore, StoreError> {
+    let store = MetadataStore::open(layout, Owner::Domain(domain.to_string()), access)?;
+    tracing::debug!(
+        owner = %store.owner(),
+        ?access,
+        from = if store.opened_from_index() { "index" } else { "files" },
+        snapshots = store.tree().len(),
+        current = store.tree().current(),
+        warnings = store.warnings().len(),
+        "snapshot metadata opened"
+    );
     for w in store.warnings() {
         eprintln!("virtsnap: warning: {w:?}");
     }
@@ -271,6 +305,7 @@ fn execute(cmd: &SnapshotCommand) -> Result<String, CmdError> {
         SnapshotCommand::Current(a) => current(a),
         SnapshotCommand::Create(a) => create(a),
         SnapshotCommand::Delete(a) => delete(a),
+        SnapshotCommand::Edit(a) => Ok(edit::run(&layout()?, a)?),
     }
 }
 
@@ -514,6 +549,7 @@ fn current(a: &CurrentArgs) -> Result<String, CmdError> {
     if let Some(target) = &a.snapshotname {
         let mut store = open(&a.domain, Access::Write)?;
         store.set_current(Some(target))?;
+        tracing::info!(snapshot = %target, "current snapshot set");
         return Ok(format!("Snapshot {target} set as current\n"));
     }
     let store = open(&a.domain, Access::Read)?;
@@ -550,6 +586,7 @@ fn create(a: &CreateArgs) -> Result<String, CmdError> {
     let name = parsed.def.name.clone().unwrap_or_default();
     let mut store = open(&a.domain, Access::Write)?;
     store.redefine(SnapshotRecord::Domain(Box::new(parsed.def)), a.current)?;
+    tracing::info!(snapshot = %name, current = a.current, "snapshot redefined");
     Ok(format!(
         "Domain snapshot {name} created from '{}'\n",
         a.xmlfile.display()
@@ -578,7 +615,8 @@ fn delete(a: &DeleteArgs) -> Result<String, CmdError> {
     } else {
         ChildPolicy::Rebase
     };
-    store.delete(&name, policy)?;
+    let removed = store.delete(&name, policy)?;
+    tracing::info!(snapshot = %name, ?policy, ?removed, "snapshot metadata deleted");
     Ok(if a.children_only {
         format!("Domain snapshot {name} children deleted\n")
     } else {

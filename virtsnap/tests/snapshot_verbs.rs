@@ -241,3 +241,55 @@ fn test_define_list_dumpxml_undefine_with_snapshot_metadata() {
     assert_eq!(cli.ok(&["list", "--all", "--name"]), "");
     assert_eq!(cli.ok(&["snapshot-list", "vm", "--name"]), "");
 }
+
+#[test]
+fn test_snapshot_export_then_import_into_another_domain_keeps_the_tree() {
+    let cli = hierarchy();
+    cli.ok(&["snapshot-current", "vm", "s4"]);
+    let out = tempfile::tempdir().expect("export dir");
+    let dir = out.path().join("vm");
+    let dir_arg = dir.to_str().expect("path");
+    cli.ok(&["snapshot-export", "vm", dir_arg]);
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("exported")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8"].map(|n| format!("{n}.xml"))
+    );
+    assert!(
+        std::fs::read_to_string(dir.join("s4.xml"))
+            .expect("s4")
+            .contains("<active>1</active>")
+    );
+
+    cli.ok(&["snapshot-import", "copy", dir_arg]);
+    for args in [
+        &["snapshot-list", "--tree"][..],
+        &["snapshot-current", "--name"][..],
+        &["snapshot-list", "--leaves", "--name"][..],
+    ] {
+        let with = |domain: &str| {
+            let mut a = vec![args[0], domain];
+            a.extend_from_slice(&args[1..]);
+            cli.ok(&a)
+        };
+        assert_eq!(with("copy"), with("vm"), "{args:?}");
+    }
+    assert_eq!(cli.ok(&["snapshot-current", "copy", "--name"]).trim(), "s4");
+
+    // Running it again changes nothing; exporting over a different
+    // directory is refused without --force.
+    cli.ok(&["snapshot-import", "copy", dir_arg]);
+    std::fs::write(dir.join("s1.xml"), "<domainsnapshot/>").expect("tamper");
+    let refused = cli.run(&["snapshot-export", "vm", dir_arg]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("s1.xml") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    cli.ok(&["snapshot-export", "vm", dir_arg, "--force"]);
+}

@@ -1,12 +1,14 @@
 //! The `cargo xtask` command line: parses the subcommand and hands it to the
-//! module that owns it (`test`, `bench`, `deps`). Errors end up here and are
+//! module that owns it (`test`, `bench`, `deps`, `man`). Errors end up here and are
 //! printed once, as `error: ...`, with a non-zero exit code.
 
 mod bench;
 mod cmd;
 mod deps;
+mod man;
 mod test;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -50,6 +52,12 @@ enum Task {
         #[arg(long)]
         no_install: bool,
     },
+    /// Generate the man pages of `virtsnap`: virtsnap.1 and one
+    /// virtsnap-COMMAND.1 per subcommand.
+    Man {
+        /// Where to write them (default: target/man).
+        out_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +74,7 @@ fn main() -> ExitCode {
         }),
         Task::Bench { name, bench_args } => bench::run(name.as_deref(), &bench_args),
         Task::Deps { no_install } => deps::ensure(deps::Install::from_no_install(no_install)),
+        Task::Man { out_dir } => man::run(out_dir.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -537,7 +537,7 @@ pub(crate) fn recover(
     dir: &Path,
 ) -> Result<Option<Recovery>, (&'static str, PathBuf, io::Error)> {
     let (jdir, jname) = split(path).map_err(|e| ("reading", path.to_path_buf(), e))?;
-    remove_stale_journal_temps(jdir, jname).map_err(|e| ("cleaning", jdir.to_path_buf(), e))?;
+    remove_stale_temps_of(jdir, jname).map_err(|e| ("cleaning", jdir.to_path_buf(), e))?;
     let recovery = match read(path).map_err(|e| ("reading", path.to_path_buf(), e))? {
         None => return Ok(None),
         Some(Ok(journal)) => {
@@ -558,13 +558,23 @@ pub(crate) fn recover(
     Ok(Some(recovery))
 }
 
+/// Removes temp files of a crashed write of the side file at `path` (the
+/// owner's intent, say), as [`recover`] does for the journal.
+///
+/// # Errors
+/// The side directory cannot be listed or a temp removed.
+pub(crate) fn remove_stale_side_temps(path: &Path) -> io::Result<()> {
+    let (dir, name) = split(path)?;
+    remove_stale_temps_of(dir, name)
+}
+
 /// Removes temp files of a crashed write of the journal `jname` in `jdir`
 /// (shared with other owners' side files, so only this journal's temps:
 /// `.{first 64 chars of jname}.tmp-PID-N`, see [`persist::write_atomic`]).
 /// When the journal name is longer than the 64 characters a temp name
 /// keeps, another owner's journal temp could share the prefix: then only
 /// temps of processes that are gone (no `/proc/PID`) are removed.
-fn remove_stale_journal_temps(jdir: &Path, jname: &str) -> io::Result<()> {
+fn remove_stale_temps_of(jdir: &Path, jname: &str) -> io::Result<()> {
     let short: String = jname.chars().take(64).collect();
     let ambiguous = short.len() < jname.len();
     let prefix = format!(".{short}.tmp-");

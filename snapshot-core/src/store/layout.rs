@@ -8,7 +8,8 @@
 //!   snapshots/domain/.NAME.lock        per-owner lock (outside the dir, so the
 //!                                      dir's mtime only changes with snapshots)
 //!   snapshots/domain/.NAME.index       compact index
-//!   snapshots/domain/.NAME.journal     intent journal
+//!   snapshots/domain/.NAME.journal     metadata journal (multi-file changes)
+//!   snapshots/domain/.NAME.intent      pending multi-step storage operation
 //!   snapshots/volume/KEY/...           same for volumes (KEY encoded, see
 //!   snapshots/volume/.KEY.lock ...     [`encode_key`])
 //!   run/                               pids, sockets
@@ -484,6 +485,15 @@ impl Layout {
     /// As [`Owner::dir_name`].
     pub fn owner_journal(&self, owner: &Owner) -> Result<PathBuf, LayoutError> {
         self.owner_side_file(owner, "journal")
+    }
+
+    /// `snapshots/KIND/.NAME.intent`: the owner's pending multi-step
+    /// operation (see [`crate::store::intent`]).
+    ///
+    /// # Errors
+    /// As [`Owner::dir_name`].
+    pub fn owner_intent(&self, owner: &Owner) -> Result<PathBuf, LayoutError> {
+        self.owner_side_file(owner, "intent")
     }
 
     /// `run/`: pids, sockets.

@@ -24,12 +24,13 @@ use snapshot_conf::{
 };
 
 use crate::store::index::{self, Freshness, Index, ParentRef, Records};
+use crate::store::intent::{self, Intent, IntentHandler, Recovery};
 use crate::store::journal::{self, Journal};
 use crate::store::layout::{self, Layout, LayoutError, Owner};
 use crate::store::persist::{self, OwnerLock};
 use crate::tree::{ChildPolicy, Location, SnapshotInfo, SnapshotTree, StateKind, TreeError};
 
-/// Largest snapshot metadata file read (libvirt reads at most 1 MiB).
+/// Largest snapshot metadata file read (snapshot-conf's document limit).
 const MAX_FILE_BYTES: u64 = snapshot_conf::limits::MAX_DOCUMENT_BYTES as u64;
 
 /// Why a store operation failed.
@@ -112,6 +113,80 @@ pub enum StoreError {
     Broken {
         /// The owner.
         owner: String,
+    },
+    /// An interrupted multi-step operation must be recovered first.
+    #[error(
+        "an interrupted '{operation}' on {owner} stopped after step {step}; recover it \
+         (finish or roll back) before starting another operation"
+    )]
+    IntentPending {
+        /// The owner.
+        owner: String,
+        /// The interrupted operation.
+        operation: String,
+        /// The steps it completed.
+        step: u32,
+    },
+    /// The owner's intent file cannot be read.
+    #[error(
+        "{owner} has an interrupted operation whose record {} cannot be read ({reason}); \
+         check the storage it names by hand, then discard the record",
+        path.display()
+    )]
+    IntentUnreadable {
+        /// The owner.
+        owner: String,
+        /// The intent file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// An intent call without the intent it needs.
+    #[error("{owner}: {problem}")]
+    IntentMisuse {
+        /// The owner.
+        owner: String,
+        /// What was wrong (no intent begun, one already begun, none
+        /// pending, an invalid intent).
+        problem: String,
+    },
+    /// No handler knows how to recover the pending operation.
+    #[error(
+        "no recovery is known for the interrupted '{operation}' on {owner}; \
+         this version of virtsnap did not start it, use the one that did"
+    )]
+    NoRecoveryHandler {
+        /// The owner.
+        owner: String,
+        /// The operation.
+        operation: String,
+    },
+    /// The recovery asked for is not one the operation offers.
+    #[error("the interrupted '{operation}' on {owner} cannot {asked}; it offers: {offered}")]
+    RecoveryNotOffered {
+        /// The owner.
+        owner: String,
+        /// The operation.
+        operation: String,
+        /// What was asked.
+        asked: Recovery,
+        /// What it offers, comma-separated.
+        offered: String,
+    },
+    /// The handler failed; the intent stays for another try.
+    #[error(
+        "could not {how} the interrupted '{operation}' on {owner}: {source}; fix the cause and recover again"
+    )]
+    RecoveryFailed {
+        /// The owner.
+        owner: String,
+        /// The operation.
+        operation: String,
+        /// What was tried.
+        how: Recovery,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A write on a store opened for reading.
     #[error("{owner} was opened read-only; open it for writing to change its snapshots")]
@@ -210,8 +285,10 @@ impl SnapshotRecord {
         }
     }
 
-    /// The metadata file's content (libvirt's internal format).
-    fn to_xml(&self, current: bool) -> String {
+    /// The metadata file's content: libvirt's internal format, with
+    /// `<active>` saying whether it is the current snapshot.
+    #[must_use]
+    pub fn to_xml(&self, current: bool) -> String {
         let mut flags = FormatFlags::SECURE | FormatFlags::INTERNAL;
         flags.set(FormatFlags::CURRENT, current);
         let options = FormatOptions::new(flags);
@@ -256,6 +333,25 @@ pub enum LoadWarning {
         /// How many files its journal listed.
         files: usize,
     },
+    /// A multi-step operation was interrupted (see [`intent`]): recover it
+    /// with [`MetadataStore::recover_intent`] before starting another.
+    Interrupted {
+        /// The operation.
+        operation: String,
+        /// The steps it completed.
+        step: u32,
+        /// The recoveries it offers, the preferred first.
+        recoveries: Vec<Recovery>,
+        /// The process that ran it.
+        pid: u32,
+    },
+    /// The record of an interrupted multi-step operation cannot be read.
+    UnreadableIntent {
+        /// The intent file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
     /// Several files said `<active>1`; the most recently written won.
     SeveralCurrent {
         /// The ones that said so.
@@ -263,6 +359,50 @@ pub enum LoadWarning {
         /// The one kept.
         kept: String,
     },
+}
+
+impl std::fmt::Display for LoadWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreadable { file, reason } => write!(
+                f,
+                "snapshot metadata file {file} was skipped: {reason}; repair or remove it"
+            ),
+            Self::Orphan { name, parent } => write!(
+                f,
+                "snapshot '{name}' names parent '{parent}', which has no metadata; \
+                 it is listed as a root"
+            ),
+            Self::Recovered { operation, files } => write!(
+                f,
+                "an interrupted '{operation}' was finished ({files} metadata files)"
+            ),
+            Self::Interrupted {
+                operation,
+                step,
+                recoveries,
+                pid,
+            } => {
+                let offered: Vec<String> = recoveries.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "an interrupted '{operation}' (process {pid}) stopped after step {step}; \
+                     it must be recovered ({}) before another operation",
+                    offered.join(" or ")
+                )
+            }
+            Self::UnreadableIntent { file, reason } => write!(
+                f,
+                "the record of an interrupted operation, {file}, cannot be read ({reason}); \
+                 check the storage by hand, then discard the record"
+            ),
+            Self::SeveralCurrent { names, kept } => write!(
+                f,
+                "several snapshots are marked current ({}); '{kept}' (written last) is kept",
+                names.join(", ")
+            ),
+        }
+    }
 }
 
 /// The snapshot metadata of one owner.
@@ -281,6 +421,9 @@ pub struct MetadataStore {
     warnings: Vec<LoadWarning>,
     /// A failed write could not be undone in memory: refuse further ones.
     broken: bool,
+    /// The owner's intent file and what it holds.
+    intent_path: PathBuf,
+    intent: IntentState,
     _lock: OwnerLock,
 }
 
@@ -342,6 +485,7 @@ impl MetadataStore {
             persist::create_dir_durable(&dir).map_err(io_err("creating", &dir))?;
         }
         let (journal, recovered) = Self::recover_journal(layout, &owner, &dir, access)?;
+        let owner_for_intent = owner.clone();
         let mut store = Self {
             owner,
             dir,
@@ -352,6 +496,8 @@ impl MetadataStore {
             from_index: false,
             warnings: recovered.into_iter().collect(),
             broken: false,
+            intent_path: layout.owner_intent(&owner_for_intent)?,
+            intent: IntentState::None,
             _lock: lock,
         };
         let clean = store.load()?;
@@ -360,7 +506,10 @@ impl MetadataStore {
         // directory need not be listed for them otherwise.
         if access == Access::Write && !clean {
             persist::remove_stale_temps(&store.dir).map_err(io_err("cleaning", &store.dir))?;
+            journal::remove_stale_side_temps(&store.intent_path)
+                .map_err(io_err("cleaning", &store.intent_path))?;
         }
+        store.find_intent()?;
         Ok(store)
     }
 
@@ -399,6 +548,12 @@ impl MetadataStore {
                 }
             });
         Ok((path, warning))
+    }
+
+    /// How the store was opened.
+    #[must_use]
+    pub fn access(&self) -> Access {
+        self.access
     }
 
     /// The owner.
@@ -987,8 +1142,218 @@ impl MetadataStore {
     }
 }
 
+/// The owner's intent as this handle knows it.
+#[derive(Debug)]
+enum IntentState {
+    /// None.
+    None,
+    /// Left by an operation that did not finish (found on open).
+    Pending(Result<Intent, String>),
+    /// Begun by this handle and not yet ended.
+    Active(Intent),
+}
+
+/// Intents: the record of a multi-step operation while it runs (see
+/// [`intent`]).
+impl MetadataStore {
+    /// Reads a leftover intent on open and reports it.
+    fn find_intent(&mut self) -> Result<(), StoreError> {
+        let found =
+            intent::read(&self.intent_path).map_err(io_err("reading", &self.intent_path))?;
+        let Some(found) = found else {
+            return Ok(());
+        };
+        self.warnings.push(match &found {
+            Ok(i) => LoadWarning::Interrupted {
+                operation: i.operation.clone(),
+                step: i.step,
+                recoveries: i.recoveries.clone(),
+                pid: i.pid,
+            },
+            Err(reason) => LoadWarning::UnreadableIntent {
+                file: self.intent_path.display().to_string(),
+                reason: reason.clone(),
+            },
+        });
+        self.intent = IntentState::Pending(found);
+        Ok(())
+    }
+
+    fn intent_misuse(&self, problem: &str) -> StoreError {
+        StoreError::IntentMisuse {
+            owner: self.owner.to_string(),
+            problem: problem.to_string(),
+        }
+    }
+
+    /// The interrupted operation found on open, if any (also reported in
+    /// [`MetadataStore::warnings`]).
+    #[must_use]
+    pub fn pending_intent(&self) -> Option<&Intent> {
+        match &self.intent {
+            IntentState::Pending(Ok(i)) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// Records that `intent` starts, durably, before its first side
+    /// effect.
+    ///
+    /// # Errors
+    /// Read-only store, an interrupted operation not yet recovered
+    /// ([`StoreError::IntentPending`]), one already begun on this handle,
+    /// an invalid intent, or a write failure.
+    pub fn begin_intent(&mut self, intent: Intent) -> Result<(), StoreError> {
+        self.check_writable()?;
+        match &self.intent {
+            IntentState::None => {}
+            IntentState::Pending(Ok(p)) => {
+                return Err(StoreError::IntentPending {
+                    owner: self.owner.to_string(),
+                    operation: p.operation.clone(),
+                    step: p.step,
+                });
+            }
+            IntentState::Pending(Err(reason)) => {
+                return Err(StoreError::IntentUnreadable {
+                    owner: self.owner.to_string(),
+                    path: self.intent_path.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            IntentState::Active(a) => {
+                let problem = format!("'{}' is already in progress; end it first", a.operation);
+                return Err(self.intent_misuse(&problem));
+            }
+        }
+        intent
+            .check()
+            .map_err(|problem| self.intent_misuse(&problem))?;
+        intent::write(&self.intent_path, &intent).map_err(io_err("writing", &self.intent_path))?;
+        self.intent = IntentState::Active(intent);
+        Ok(())
+    }
+
+    /// Records, durably, that the operation begun on this handle has
+    /// completed `step` steps, with a new payload when given.
+    ///
+    /// # Errors
+    /// No operation begun on this handle, or a write failure.
+    pub fn advance_intent(&mut self, step: u32, payload: Option<&str>) -> Result<(), StoreError> {
+        let IntentState::Active(active) = &self.intent else {
+            return Err(self.intent_misuse("no operation was begun on this handle"));
+        };
+        let mut next = active.clone();
+        next.step = step;
+        if let Some(p) = payload {
+            next.payload = p.to_string();
+        }
+        intent::write(&self.intent_path, &next).map_err(io_err("writing", &self.intent_path))?;
+        self.intent = IntentState::Active(next);
+        Ok(())
+    }
+
+    /// Records, durably, that the operation begun on this handle is done.
+    ///
+    /// # Errors
+    /// No operation begun on this handle, or a write failure.
+    pub fn end_intent(&mut self) -> Result<(), StoreError> {
+        if !matches!(self.intent, IntentState::Active(_)) {
+            return Err(self.intent_misuse("no operation was begun on this handle"));
+        }
+        intent::remove(&self.intent_path).map_err(io_err("removing", &self.intent_path))?;
+        self.intent = IntentState::None;
+        Ok(())
+    }
+
+    /// Recovers the interrupted operation found on open with the handler
+    /// registered for it among `handlers`: `how`, or the operation's
+    /// preferred recovery. The intent is removed once the handler
+    /// succeeds; the store is usable for new operations then. Returns the
+    /// intent and what was done.
+    ///
+    /// # Errors
+    /// Read-only store, nothing pending, an unreadable intent, no handler,
+    /// a recovery the operation does not offer, or the handler's failure
+    /// (the intent stays).
+    pub fn recover_intent(
+        &mut self,
+        handlers: &[&dyn IntentHandler],
+        how: Option<Recovery>,
+    ) -> Result<(Intent, Recovery), StoreError> {
+        self.check_writable()?;
+        let pending = match &self.intent {
+            IntentState::Pending(Ok(p)) => p.clone(),
+            IntentState::Pending(Err(reason)) => {
+                return Err(StoreError::IntentUnreadable {
+                    owner: self.owner.to_string(),
+                    path: self.intent_path.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            _ => return Err(self.intent_misuse("no interrupted operation is pending")),
+        };
+        let owner = self.owner.to_string();
+        let handler = handlers
+            .iter()
+            .find(|h| h.operation() == pending.operation)
+            .ok_or_else(|| StoreError::NoRecoveryHandler {
+                owner: owner.clone(),
+                operation: pending.operation.clone(),
+            })?;
+        let how = how.unwrap_or(pending.recoveries[0]);
+        if !pending.recoveries.contains(&how) {
+            let offered: Vec<String> = pending.recoveries.iter().map(ToString::to_string).collect();
+            return Err(StoreError::RecoveryNotOffered {
+                owner,
+                operation: pending.operation,
+                asked: how,
+                offered: offered.join(", "),
+            });
+        }
+        handler
+            .recover(self, &pending, how)
+            .map_err(|source| StoreError::RecoveryFailed {
+                owner: owner.clone(),
+                operation: pending.operation.clone(),
+                how,
+                source,
+            })?;
+        intent::remove(&self.intent_path).map_err(io_err("removing", &self.intent_path))?;
+        self.intent = IntentState::None;
+        self.warnings.retain(|w| {
+            !matches!(
+                w,
+                LoadWarning::Interrupted { .. } | LoadWarning::UnreadableIntent { .. }
+            )
+        });
+        Ok((pending, how))
+    }
+
+    /// Forgets the interrupted operation without recovering it, for when
+    /// its storage was repaired by hand (or its record is unreadable).
+    /// Returns it when it could be read.
+    ///
+    /// # Errors
+    /// Read-only store, nothing pending, or a write failure.
+    pub fn discard_intent(&mut self) -> Result<Option<Intent>, StoreError> {
+        self.check_writable()?;
+        let IntentState::Pending(found) = std::mem::replace(&mut self.intent, IntentState::None)
+        else {
+            return Err(self.intent_misuse("no interrupted operation is pending"));
+        };
+        if let Err(e) = intent::remove(&self.intent_path) {
+            self.intent = IntentState::Pending(found);
+            return Err(io_err("removing", &self.intent_path)(e));
+        }
+        Ok(found.ok())
+    }
+}
+
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod intent_tests;
 /// A snapshot found on open, from its file or from the index.
 struct Loaded {
     info: SnapshotInfo,
