@@ -426,6 +426,57 @@ impl SnapshotTree {
         Ok(())
     }
 
+    /// Renames `old` to `info.name`, replacing its info and moving it under
+    /// `parent`; its children follow it, and it stays current if it was.
+    ///
+    /// # Errors
+    /// [`TreeError::NotFound`] for `old`, [`TreeError::Exists`] for the
+    /// new name, [`TreeError::OwnParent`], [`TreeError::ParentNotFound`],
+    /// or [`TreeError::Cycle`] when `parent` is `old` or below it.
+    pub fn rename(
+        &mut self,
+        old: &str,
+        info: SnapshotInfo,
+        parent: Option<&str>,
+    ) -> Result<(), TreeError> {
+        let id = self.id(old)?;
+        let new = info.name.clone();
+        if new != old && self.contains(&new) {
+            return Err(TreeError::Exists { name: new });
+        }
+        let parent_id = match parent {
+            None => None,
+            Some(p) if p == new || p == old => return Err(TreeError::OwnParent { name: new }),
+            Some(p) => {
+                Some(
+                    self.by_name
+                        .get(p)
+                        .copied()
+                        .ok_or_else(|| TreeError::ParentNotFound {
+                            parent: p.to_string(),
+                            name: new.clone(),
+                        })?,
+                )
+            }
+        };
+        let mut up = parent_id;
+        while let Some(a) = up {
+            if a == id {
+                return Err(TreeError::Cycle {
+                    parent: parent.unwrap_or_default().to_string(),
+                    name: new,
+                });
+            }
+            up = self.node(a).parent;
+        }
+        self.detach(id);
+        self.by_name.remove(old);
+        self.by_name.insert(new, id);
+        self.node_mut(id).info = info;
+        self.attach(id, parent_id);
+        Ok(())
+    }
+
     /// Makes `name` current (revert), or clears the current snapshot.
     ///
     /// # Errors

@@ -281,7 +281,7 @@ fn open_in(layout: &Layout, domain: &str, access: Access) -> Result<MetadataStor
         "snapshot metadata opened"
     );
     for w in store.warnings() {
-        eprintln!("virtsnap: warning: {w:?}");
+        eprintln!("virtsnap: warning: {w}");
     }
     Ok(store)
 }

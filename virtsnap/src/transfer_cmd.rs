@@ -89,7 +89,7 @@ fn open(layout: &Layout, domain: &str, access: Access) -> Result<MetadataStore, 
         "snapshot metadata opened"
     );
     for w in store.warnings() {
-        eprintln!("virtsnap: warning: {w:?}");
+        eprintln!("virtsnap: warning: {w}");
     }
     Ok(store)
 }

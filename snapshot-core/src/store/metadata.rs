@@ -1055,6 +1055,65 @@ impl MetadataStore {
         self.settle(result)
     }
 
+    /// Renames snapshot `old` to the name `record` defines, replacing its
+    /// definition (libvirt's redefine under a new name, as `virsh
+    /// snapshot-edit --rename` does): its children now name the new one as
+    /// parent, and it stays current if it was (with `make_current` it
+    /// becomes current). One journaled change: a crash leaves the old name
+    /// or the new one, never both.
+    ///
+    /// # Errors
+    /// As [`MetadataStore::redefine`], plus an unknown `old`, a new name
+    /// that exists (or differs from `old` only in case), and a parent that
+    /// is `old` or below it.
+    pub fn rename(
+        &mut self,
+        old: &str,
+        record: SnapshotRecord,
+        make_current: bool,
+    ) -> Result<(), StoreError> {
+        let new = record.name().unwrap_or_default().to_string();
+        if new == old {
+            return self.redefine(record, make_current);
+        }
+        let new = self.checked_name(&record, true)?;
+        let children: Vec<String> = self
+            .tree
+            .children(old)?
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let old_current = self.tree.current().map(str::to_string);
+        let demoted = old_current.as_deref().filter(|c| make_current && *c != old);
+        self.check_loadable(children.iter().map(String::as_str).chain(demoted))?;
+        self.tree.rename(old, record.info(true), record.parent())?;
+        if make_current {
+            self.tree.set_current(Some(&new))?;
+        }
+        self.records.insert(new.clone(), record);
+        let mut journal = Journal::new("rename");
+        let result = (|| {
+            self.stage_write(&mut journal, &new)?;
+            for child in &children {
+                if let Some(r) = self.records.get_mut(child) {
+                    r.set_parent(Some(&new));
+                }
+                self.stage_write(&mut journal, child)?;
+            }
+            if let Some(d) = demoted {
+                self.stage_write(&mut journal, d)?;
+            }
+            journal.remove(layout::snapshot_file_name(old)?);
+            Ok(())
+        })();
+        let result = result
+            .map_err(|e| (e, false))
+            .and_then(|()| self.commit(&journal));
+        self.settle(result)?;
+        self.records.remove(old);
+        Ok(())
+    }
+
     /// Makes `name` the current snapshot, or clears it.
     ///
     /// # Errors

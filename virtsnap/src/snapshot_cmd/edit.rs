@@ -18,7 +18,6 @@ use std::process::ExitStatus;
 
 use clap::Args;
 use snapshot_conf::{ConfError, DomainSnapshotDef, ParseFlags, ParseOptions};
-use snapshot_core::ChildPolicy;
 use snapshot_core::store::{Access, Layout, MetadataStore, SnapshotRecord, StoreError};
 
 use super::open_in;
@@ -109,17 +108,6 @@ pub enum EditError {
     Gone { name: String },
     #[error("edit of snapshot '{name}' abandoned; the snapshot is unchanged")]
     Abandoned { name: String },
-    #[error(
-        "renaming snapshot '{old}' to '{new}' stopped half-way: {source}; '{new}' exists and \
-         '{old}' may still have children: give them <parent> '{new}' with snapshot-create \
-         --redefine, then remove '{old}' with snapshot-delete --metadata"
-    )]
-    RenameHalfway {
-        old: String,
-        new: String,
-        #[source]
-        source: Box<StoreError>,
-    },
 }
 
 /// Why one attempt to redefine from the edited XML was refused: something
@@ -464,9 +452,9 @@ fn attempt(
     rename(&mut store, target, record, new)
 }
 
-/// `--rename`: defines `new`, moves the children of the old snapshot under
-/// it, then deletes the old snapshot's metadata. The current snapshot
-/// stays current under its new name.
+/// `--rename`: one journaled store change defines `new` in place of the
+/// old snapshot, its children now under `new`; the current snapshot stays
+/// current under its new name.
 fn rename(
     store: &mut MetadataStore,
     target: &Target<'_>,
@@ -483,39 +471,11 @@ fn rename(
             new,
         }));
     }
-    let was_current = store.tree().is_current(old);
-    if let Err(e) = store.redefine(record, target.make_current || was_current) {
+    let children = store.tree().child_count(old, false).unwrap_or(0);
+    if let Err(e) = store.rename(old, record, target.make_current) {
         return Ok(Attempt::Refused(Problem::Store(e)));
     }
-    let halfway = |source| EditError::RenameHalfway {
-        old: old.to_string(),
-        new: new.clone(),
-        source: Box::new(source),
-    };
-    let children: Vec<String> = store
-        .tree()
-        .children(old)
-        .map_err(|e| halfway(e.into()))?
-        .into_iter()
-        .map(str::to_string)
-        .collect();
-    for child in &children {
-        let Some(mut record) = store.get(child).cloned() else {
-            continue;
-        };
-        match &mut record {
-            SnapshotRecord::Domain(d) => d.parent = Some(new.clone()),
-            SnapshotRecord::Volume(v) => v.parent = Some(new.clone()),
-        }
-        store.redefine(record, false).map_err(halfway)?;
-    }
-    store.delete(old, ChildPolicy::Rebase).map_err(halfway)?;
-    tracing::info!(
-        snapshot = old,
-        renamed = %new,
-        children = children.len(),
-        "snapshot renamed"
-    );
+    tracing::info!(snapshot = old, renamed = %new, children, "snapshot renamed");
     Ok(Attempt::Done(format!("Snapshot {old} renamed to {new}.\n")))
 }
 

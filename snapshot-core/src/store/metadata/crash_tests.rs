@@ -37,7 +37,7 @@ struct Case {
     files: usize,
 }
 
-const CASES: [Case; 5] = [
+const CASES: [Case; 6] = [
     // a -> b (current); create c: writes c, rewrites b.
     Case {
         name: "create",
@@ -63,6 +63,13 @@ const CASES: [Case; 5] = [
         name: "delete-children",
         operation: "delete",
         files: 4,
+    },
+    // a -> b -> c (current); rename b to x: writes x, rewrites c (parent
+    // x), removes b.
+    Case {
+        name: "rename",
+        operation: "rename",
+        files: 3,
     },
     // a -> b (current), c child of a; redefine c as current: writes c,
     // rewrites b.
@@ -103,7 +110,7 @@ fn setup(case: &str, dir: &Path) {
     let chain: &[&str] = match case {
         "create" | "redefine-current" => &["a", "b"],
         "set-current" => &["a", "b", "c"],
-        "delete-rebase" | "delete-children" => &["a", "b", "c"],
+        "delete-rebase" | "delete-children" | "rename" => &["a", "b", "c"],
         other => panic!("unknown case {other}"),
     };
     for name in chain {
@@ -138,6 +145,9 @@ fn operate(case: &str, dir: &Path) {
         "redefine-current" => store
             .redefine(snap("c", Some("a")), true)
             .expect("redefine c"),
+        "rename" => store
+            .rename("b", snap("x", Some("a")), false)
+            .expect("rename b"),
         other => panic!("unknown case {other}"),
     }
 }
@@ -273,12 +283,12 @@ fn test_crash_at_every_step_leaves_the_state_before_or_after() {
                 );
             }
             // Before the journal is renamed into place: before-state, no
-            // journal. "unlinked" is first hit by a delete's first removal
+            // journal. "unlinked" is first hit by a delete's or rename's first removal
             // step (journal still there), otherwise by removing the journal.
             let crashed_before = matches!(point, "temp-written" | "temp-synced");
             let journaled = journal_path.exists();
-            let expect_journal =
-                !crashed_before && (point != "unlinked" || case.operation == "delete");
+            let expect_journal = !crashed_before
+                && (point != "unlinked" || matches!(case.operation, "delete" | "rename"));
             assert_eq!(journaled, expect_journal, "{what}: journal presence");
 
             let store = open(root);

@@ -373,3 +373,72 @@ fn test_store_reader_restamps_an_index_trusted_only_after_listing() {
     assert_eq!(again.freshness(&dir, mtime), Freshness::Fresh);
     assert_eq!(again.entries, found.entries);
 }
+
+fn snap_under(name: &str, parent: Option<&str>) -> SnapshotRecord {
+    let parent = parent
+        .map(|p| format!("<parent><name>{p}</name></parent>"))
+        .unwrap_or_default();
+    let xml = format!(
+        "<domainsnapshot><name>{name}</name><state>shutoff</state>{parent}\
+         <creationTime>1700000000</creationTime></domainsnapshot>"
+    );
+    let parsed = DomainSnapshotDef::parse(&xml, &ParseOptions::new(ParseFlags::REDEFINE))
+        .expect("test definition");
+    SnapshotRecord::Domain(Box::new(parsed.def))
+}
+
+#[test]
+fn test_store_rename_moves_children_and_current_in_one_change() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut store = open(tmp.path());
+    for name in ["a", "b", "c"] {
+        store.create(snap(name)).expect("create");
+    }
+    store.set_current(Some("b")).expect("revert to b");
+    store.create(snap("d")).expect("d under b");
+    store.set_current(Some("b")).expect("b current");
+
+    store
+        .rename("b", snap_under("x", Some("a")), false)
+        .expect("rename");
+    assert!(!store.tree().contains("b"));
+    assert_eq!(store.tree().current(), Some("x"));
+    assert_eq!(store.tree().children("x"), Ok(vec!["c", "d"]));
+    drop(store);
+
+    let store = open(tmp.path());
+    assert_eq!(store.tree().current(), Some("x"));
+    assert_eq!(store.tree().parent("c"), Ok(Some("x")));
+    assert_eq!(store.tree().parent("x"), Ok(Some("a")));
+    assert!(file_text(tmp.path(), "c").contains("<name>x</name>"));
+    assert!(file_text(tmp.path(), "x").contains("<active>1</active>"));
+    let names: Vec<String> = all_files(tmp.path()).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["a.xml", "c.xml", "d.xml", "x.xml"]);
+    assert_eq!(store.warnings(), []);
+}
+
+#[test]
+fn test_store_rename_refusals_change_nothing() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut store = open(tmp.path());
+    for name in ["a", "b", "c"] {
+        store.create(snap(name)).expect("create");
+    }
+    let before = all_files(tmp.path());
+    for (record, says) in [
+        (snap_under("c", Some("a")), "already exists"),
+        (snap_under("B", Some("a")), "case"),
+        (snap_under("x", Some("c")), "cycle"),
+        (snap_under("x", Some("b")), "own parent"),
+        (snap_under("x", Some("zz")), "not found"),
+    ] {
+        let err = store.rename("b", record, false).expect_err(says);
+        assert!(err.to_string().contains(says), "{says}: {err}");
+        assert_eq!(all_files(tmp.path()), before, "{says}");
+        assert_eq!(store.tree().parent("c"), Ok(Some("b")), "{says}");
+    }
+    let err = store
+        .rename("nope", snap_under("x", None), false)
+        .expect_err("unknown");
+    assert!(err.to_string().contains("nope"), "{err}");
+}
