@@ -10,6 +10,7 @@
 
 mod edit;
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +60,7 @@ pub enum SnapshotCommand {
 
 /// `snapshot-list`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("start").args(["from", "current"])))]
 pub struct ListArgs {
     /// Domain name.
     domain: String,
@@ -66,13 +68,13 @@ pub struct ListArgs {
     #[arg(long, conflicts_with = "tree")]
     parent: bool,
     /// Only snapshots without a parent.
-    #[arg(long, conflicts_with = "from")]
+    #[arg(long, conflicts_with_all = ["from", "tree", "current"])]
     roots: bool,
     /// Only snapshots without children.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tree")]
     leaves: bool,
     /// Only snapshots with children.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tree")]
     no_leaves: bool,
     /// Only snapshots with metadata.
     #[arg(long)]
@@ -81,33 +83,34 @@ pub struct ListArgs {
     #[arg(long)]
     no_metadata: bool,
     /// Only snapshots taken while shut off.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tree")]
     inactive: bool,
     /// Only snapshots taken while running, with memory.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tree")]
     active: bool,
     /// Only disk-only snapshots.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tree")]
     disk_only: bool,
     /// Only internal snapshots.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tree")]
     internal: bool,
     /// Only external snapshots.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tree")]
     external: bool,
-    /// Show snapshots as a tree.
-    #[arg(long)]
+    /// Show snapshots as a tree (with --from or --current: that snapshot
+    /// and its descendants).
+    #[arg(long, conflicts_with = "name")]
     tree: bool,
     /// Only children of this snapshot.
     #[arg(long, value_name = "NAME")]
     from: Option<String>,
-    /// With --from: all descendants.
-    #[arg(long)]
+    /// With --from or --current: all descendants.
+    #[arg(long, requires = "start")]
     descendants: bool,
     /// Only children of the current snapshot (all with --descendants).
     #[arg(long, conflicts_with = "from")]
     current: bool,
-    /// Parents before children.
+    /// Parents before children (otherwise sorted by name, as virsh does).
     #[arg(long)]
     topological: bool,
     /// Names only.
@@ -344,13 +347,8 @@ fn list(a: &ListArgs) -> Result<String, CmdError> {
         external: a.external,
     };
     let names = tree.list(&filter)?;
-    // Topological order is the contract of --topological and --tree;
-    // otherwise list by creation time, then name.
-    let names = if filter.topological {
-        names
-    } else {
-        by_creation(tree, names)
-    };
+    // virsh sorts by name (ignoring ASCII case) unless --topological.
+    let names = if a.topological { names } else { by_name(names) };
     if a.json {
         let rows: Vec<serde_json::Value> = names
             .iter()
@@ -359,7 +357,7 @@ fn list(a: &ListArgs) -> Result<String, CmdError> {
         return Ok(format!("{}\n", serde_json::Value::Array(rows)));
     }
     if a.tree {
-        return Ok(tree_text(tree, &names));
+        return Ok(tree_text(tree, filter.from.as_deref(), &names));
     }
     if a.name {
         return Ok(names.iter().map(|n| format!("{n}\n")).collect());
@@ -413,57 +411,99 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// virsh's `--tree`: each child under its parent with `+- `.
-fn tree_text(tree: &SnapshotTree, listed: &[&str]) -> String {
+/// Names sorted as virsh sorts them: by name ignoring ASCII case (then
+/// by name, so the order is total).
+fn by_name(mut names: Vec<&str>) -> Vec<&str> {
+    names.sort_by_cached_key(|n| (n.to_ascii_lowercase(), *n));
+    names
+}
+
+/// virsh's `--tree` (`vshTreePrint`): every snapshot of `listed` whose
+/// parent is not listed starts a tree (with `from`, that snapshot alone),
+/// children in `listed`'s order under their parent with `+- `, a `|` line
+/// before a snapshot's first child, and after the last leaf of a branch a
+/// line holding only the indentation. Each level indents two more
+/// columns, so a chain of n snapshots prints O(n²) characters, as virsh
+/// does. Iterative: any depth fits the stack.
+fn tree_text(tree: &SnapshotTree, from: Option<&str>, listed: &[&str]) -> String {
+    let position: HashMap<&str, usize> = listed.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    // Children of each listed snapshot (and of `from`), in list order.
+    let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut roots = Vec::new();
+    for &name in listed {
+        match tree.parent(name).ok().flatten() {
+            Some(p) if position.contains_key(p) || Some(p) == from => {
+                children.entry(p).or_default().push(name);
+            }
+            _ if from.is_some() => {}
+            _ => roots.push(name),
+        }
+    }
+    if let Some(f) = from {
+        roots = vec![f];
+    }
     let mut out = String::new();
-    let roots: Vec<&str> = listed
-        .iter()
-        .copied()
-        .filter(|n| {
-            tree.parent(n)
-                .ok()
-                .flatten()
-                .is_none_or(|p| !listed.contains(&p))
-        })
-        .collect();
-    let roots = by_creation(tree, roots);
     for root in roots {
-        out.push_str(root);
-        out.push('\n');
-        tree_children(tree, root, "", &mut out);
-        out.push('\n');
+        print_tree(root, &children, &mut out);
     }
     out
 }
 
-/// Names ordered by creation time, then name: stable whatever order the
-/// metadata files were read in.
-fn by_creation<'a>(tree: &SnapshotTree, mut names: Vec<&'a str>) -> Vec<&'a str> {
-    names.sort_by_key(|n| (tree.get(n).map_or(0, |i| i.creation_time), *n));
-    names
-}
-
-fn tree_children(tree: &SnapshotTree, name: &str, indent: &str, out: &mut String) {
-    let children = by_creation(tree, tree.children(name).unwrap_or_default());
-    for (i, child) in children.iter().enumerate() {
-        let last = i + 1 == children.len();
-        let _ = writeln!(out, "{indent}  |");
-        let _ = writeln!(out, "{indent}  +- {child}");
-        let deeper = format!("{indent}{}", if last { "     " } else { "  |  " });
-        tree_children(tree, child, &deeper, out);
+/// One tree of [`tree_text`], as `vshTreePrintInternal` prints it.
+fn print_tree(root: &str, children: &HashMap<&str, Vec<&str>>, out: &mut String) {
+    struct Level<'a> {
+        children: &'a [&'a str],
+        next: usize,
+        root: bool,
+        last: bool,
+    }
+    let mut indent = String::new();
+    let enter = |name: &str, last: bool, root: bool, indent: &mut String, out: &mut String| {
+        let _ = writeln!(out, "{indent}{}{name}", if root { "" } else { "+- " });
+        if !root {
+            indent.push(if last { ' ' } else { '|' });
+            indent.push(' ');
+        }
+        let kids = children.get(name).map_or(&[][..], Vec::as_slice);
+        if !kids.is_empty() {
+            let _ = writeln!(out, "{indent}  |");
+        }
+        indent.push_str("  ");
+        kids
+    };
+    let kids = enter(root, true, true, &mut indent, out);
+    let mut stack = vec![Level {
+        children: kids,
+        next: 0,
+        root: true,
+        last: true,
+    }];
+    while let Some(level) = stack.last_mut() {
+        if let Some(&child) = level.children.get(level.next) {
+            level.next += 1;
+            let last = level.next == level.children.len();
+            let kids = enter(child, last, false, &mut indent, out);
+            stack.push(Level {
+                children: kids,
+                next: 0,
+                root: false,
+                last,
+            });
+            continue;
+        }
+        let done = stack.pop().expect("a level");
+        indent.truncate(indent.len() - 2);
+        if done.children.is_empty() && done.last {
+            let _ = writeln!(out, "{indent}");
+        }
+        if !done.root {
+            indent.truncate(indent.len() - 2);
+        }
     }
 }
 
 fn state_word(store: &MetadataStore, name: &str) -> String {
-    match store.get(name) {
-        Some(SnapshotRecord::Domain(d)) => {
-            d.state.map(|s| s.as_str().to_string()).unwrap_or_default()
-        }
-        Some(SnapshotRecord::Volume(v)) => {
-            v.state.map(|s| s.as_str().to_string()).unwrap_or_default()
-        }
-        None => String::new(),
-    }
+    store.state_word(name).unwrap_or_default().to_string()
 }
 
 fn info(a: &InfoArgs) -> Result<String, CmdError> {

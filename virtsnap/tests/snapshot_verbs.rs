@@ -293,3 +293,41 @@ fn test_snapshot_export_then_import_into_another_domain_keeps_the_tree() {
     );
     cli.ok(&["snapshot-export", "vm", dir_arg, "--force"]);
 }
+
+/// virsh's `--tree` layout (`vshTreePrintInternal`): a `|` line before a
+/// snapshot's first child, siblings sorted by name, and after the last
+/// leaf of a branch a line holding only its indentation.
+#[test]
+fn test_snapshot_list_tree_is_virshs_layout() {
+    let cli = hierarchy();
+    let expected = "s1\n  |\n  +- s3\n  |   |\n  |   +- s2\n  |   +- s6\n  |       |\n\
+                    \x20 |       +- s4\n  |       +- s5\n  |         \n  +- s7\n      |\n\
+                    \x20     +- s8\n        \n";
+    assert_eq!(cli.ok(&["snapshot-list", "vm", "--tree"]), expected);
+    let from = "s3\n  |\n  +- s2\n  +- s6\n      |\n      +- s4\n      +- s5\n        \n";
+    assert_eq!(
+        cli.ok(&["snapshot-list", "vm", "--tree", "--from", "s3"]),
+        from
+    );
+    // virsh's exclusions are usage errors (exit 2).
+    for args in [
+        &["snapshot-list", "vm", "--tree", "--name"][..],
+        &["snapshot-list", "vm", "--tree", "--leaves"][..],
+        &["snapshot-list", "vm", "--roots", "--current"][..],
+        &["snapshot-list", "vm", "--descendants"][..],
+    ] {
+        assert_eq!(cli.run(args).status.code(), Some(2), "{args:?}");
+    }
+}
+
+/// Without --topological, virsh sorts by name ignoring case.
+#[test]
+fn test_snapshot_list_sorts_by_name_ignoring_case() {
+    let cli = Cli::new();
+    let tmp = tempfile::tempdir().expect("xml dir");
+    for name in ["b", "A", "c", "B2"] {
+        redefine(&cli, tmp.path(), name, None);
+    }
+    let out = cli.ok(&["snapshot-list", "vm", "--name"]);
+    assert_eq!(out, "A\nb\nB2\nc\n");
+}

@@ -32,9 +32,9 @@ pub const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "store",
-        package: "snapshot-core",
+        package: "virtsnap",
         target: "store",
-        about: "metadata store commands as whole processes at 1 000 and 10 000 snapshots",
+        about: "virtsnap metadata commands as whole processes at 1 000 and 10 000 snapshots",
     },
 ];
 

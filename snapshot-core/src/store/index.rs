@@ -10,8 +10,8 @@
 //! LF as `\\`, `\t`, `\r`, `\n`):
 //!
 //! ```text
-//! virtsnap-index 2 <dir mtime ns> <xml entries> <written ns> <writer clean 0|1>
-//! S <name> <parent> <I|A|D> <i|e> <has_metadata 0|1> <current 0|1> <creation time> <file mtime ns>
+//! virtsnap-index 3 <dir mtime ns> <xml entries> <written ns> <writer clean 0|1>
+//! S <name> <parent> <I|A|D> <state word|-> <i|e> <has_metadata 0|1> <current 0|1> <creation time> <file mtime ns>
 //! U <file> <reason>            (a file that could not be loaded)
 //! #fnv1a64 <16 hex digits>     (checksum of every byte before this line)
 //! ```
@@ -53,12 +53,14 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use snapshot_conf::{SnapshotState, VolSnapshotState};
+
 use crate::store::layout;
 use crate::store::metadata::{SnapshotRecord, read_snapshot_file};
 use crate::tree::{Location, SnapshotInfo, SnapshotTree, StateKind};
 
 /// Format version in the header; another version is rebuilt.
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 const MAGIC: &str = "virtsnap-index";
 const CHECKSUM: &str = "#fnv1a64 ";
 
@@ -105,6 +107,8 @@ pub(crate) struct Entry {
     pub name: String,
     pub parent: ParentRef,
     pub state: StateKind,
+    /// The `<state>` word (`""`: none).
+    pub state_word: &'static str,
     pub location: Location,
     pub has_metadata: bool,
     pub current: bool,
@@ -210,7 +214,12 @@ impl Index {
             };
             let _ = writeln!(
                 out,
-                "\t{state}\t{location}\t{}\t{}\t{}\t{}",
+                "\t{state}\t{}\t{location}\t{}\t{}\t{}\t{}",
+                if e.state_word.is_empty() {
+                    "-"
+                } else {
+                    e.state_word
+                },
                 u8::from(e.has_metadata),
                 u8::from(e.current),
                 e.creation_time,
@@ -295,6 +304,10 @@ impl Index {
                         "D" => StateKind::DiskOnly,
                         _ => return None,
                     };
+                    let state_word = match f.next()? {
+                        "-" => "",
+                        word => known_state_word(word)?,
+                    };
                     let location = match f.next()? {
                         "i" => Location::Internal,
                         "e" => Location::External,
@@ -309,6 +322,7 @@ impl Index {
                         name,
                         parent,
                         state,
+                        state_word,
                         location,
                         has_metadata: flag(f.next()?)?,
                         current: flag(f.next()?)?,
@@ -419,6 +433,8 @@ struct Slot {
     unlinked_parent: Option<String>,
     /// The file's mtime when loaded (orders several `<active>1`).
     mtime_ns: u128,
+    /// The `<state>` word of the definition (listing needs no parse).
+    state_word: &'static str,
     /// `Err` inside: why the file could not be read or parsed any more.
     record: OnceLock<Result<SnapshotRecord, String>>,
 }
@@ -476,6 +492,7 @@ impl Records {
         let slot = Slot {
             unlinked_parent: None,
             mtime_ns: nanos(SystemTime::now()),
+            state_word: record.state_word(),
             record: OnceLock::from(Ok(record)),
         };
         self.map.insert(name, slot);
@@ -493,6 +510,7 @@ impl Records {
         name: String,
         unlinked_parent: Option<String>,
         mtime_ns: u128,
+        state_word: &'static str,
         record: Option<SnapshotRecord>,
     ) {
         let cell = OnceLock::new();
@@ -504,9 +522,20 @@ impl Records {
             Slot {
                 unlinked_parent,
                 mtime_ns,
+                state_word,
                 record: cell,
             },
         );
+    }
+
+    /// The `<state>` word of `name`: from its definition when parsed,
+    /// else as loaded.
+    pub(crate) fn state_word(&self, name: &str) -> Option<&'static str> {
+        let slot = self.map.get(name)?;
+        Some(match slot.record.get() {
+            Some(Ok(r)) => r.state_word(),
+            _ => slot.state_word,
+        })
     }
 
     /// Forgets `name`; whether it was there.
@@ -612,6 +641,10 @@ impl Records {
                     name: info.name.clone(),
                     parent,
                     state: info.state,
+                    state_word: slot.map_or("", |s| match s.record.get() {
+                        Some(Ok(r)) => r.state_word(),
+                        _ => s.state_word,
+                    }),
                     location: info.location,
                     has_metadata: info.has_metadata,
                     current: current == Some(info.name.as_str()),
@@ -634,6 +667,16 @@ impl Records {
             ..Index::default()
         }
     }
+}
+
+/// The `'static` spelling of a `<state>` word of either kind of snapshot.
+fn known_state_word(word: &str) -> Option<&'static str> {
+    if let Ok(s) = word.parse::<SnapshotState>() {
+        return Some(s.as_str());
+    }
+    word.parse::<VolSnapshotState>()
+        .ok()
+        .map(VolSnapshotState::as_str)
 }
 
 /// The parent a snapshot's file names, resolved.
@@ -743,6 +786,7 @@ mod tests {
             name: name.into(),
             parent,
             state: StateKind::DiskOnly,
+            state_word: "disk-snapshot",
             location: Location::External,
             has_metadata: true,
             current: false,
@@ -789,7 +833,7 @@ mod tests {
 
     #[test]
     fn test_index_other_version_is_rejected() {
-        let text = sample().encode().replacen("index\t2\t", "index\t3\t", 1);
+        let text = sample().encode().replacen("index\t3\t", "index\t4\t", 1);
         assert_eq!(Index::decode(resum(&text).as_bytes()), None);
     }
 
@@ -808,6 +852,19 @@ mod tests {
             assert_ne!(edited, text);
             assert_eq!(Index::decode(resum(&edited).as_bytes()), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn test_index_state_words_of_both_kinds_round_trip_and_unknown_is_refused() {
+        let mut index = sample();
+        index.entries[0].state_word = "";
+        index.entries[1].state_word = "quiesced";
+        index.entries[2].state_word = "shutoff";
+        let text = index.encode();
+        assert_eq!(Index::decode(text.as_bytes()), Some(index));
+        let edited = text.replacen("\tquiesced\t", "\tfrozen\t", 1);
+        assert_ne!(edited, text);
+        assert_eq!(Index::decode(resum(&edited).as_bytes()), None);
     }
 
     #[test]

@@ -244,6 +244,16 @@ impl SnapshotRecord {
         }
     }
 
+    /// Its `<state>` as written (`shutoff`, `disk-snapshot`, `online`,
+    /// ...), or `""` when it has none.
+    #[must_use]
+    pub fn state_word(&self) -> &'static str {
+        match self {
+            Self::Domain(d) => d.state.map_or("", SnapshotState::as_str),
+            Self::Volume(v) => v.state.map_or("", VolSnapshotState::as_str),
+        }
+    }
+
     /// What the tree needs to know of it.
     #[must_use]
     pub fn info(&self, has_metadata: bool) -> SnapshotInfo {
@@ -568,6 +578,13 @@ impl MetadataStore {
         &self.tree
     }
 
+    /// The `<state>` word of `name` (`shutoff`, `running`, ...; `""` when
+    /// its definition has none), known without parsing its file.
+    #[must_use]
+    pub fn state_word(&self, name: &str) -> Option<&'static str> {
+        self.records.state_word(name)
+    }
+
     /// The stored definition of `name`.
     #[must_use]
     pub fn get(&self, name: &str) -> Option<&SnapshotRecord> {
@@ -741,7 +758,7 @@ impl MetadataStore {
                 current.push((e.mtime_ns, name.clone()));
             }
             self.records
-                .insert_loaded(name, unlinked_parent, e.mtime_ns, None);
+                .insert_loaded(name, unlinked_parent, e.mtime_ns, e.state_word, None);
         }
         for (name, parent) in unlinked {
             self.warnings.push(LoadWarning::Orphan { name, parent });
@@ -788,6 +805,7 @@ impl MetadataStore {
                         parent: record.parent().map(str::to_string),
                         current,
                         mtime_ns: index::nanos(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)),
+                        state_word: record.state_word(),
                         record: Some(record),
                     });
                 }
@@ -841,8 +859,13 @@ impl MetadataStore {
             let parent = ordered.parent[i].map(|j| position[j]);
             let unlinked_parent = l.parent.filter(|_| parent.is_none());
             if self.tree.append_loaded(l.info, parent).is_ok() {
-                self.records
-                    .insert_loaded(name, unlinked_parent, l.mtime_ns, l.record);
+                self.records.insert_loaded(
+                    name,
+                    unlinked_parent,
+                    l.mtime_ns,
+                    l.state_word,
+                    l.record,
+                );
             }
         }
         self.resolve_current(current);
@@ -1422,6 +1445,8 @@ struct Loaded {
     current: bool,
     /// Its file's mtime.
     mtime_ns: u128,
+    /// Its `<state>` word.
+    state_word: &'static str,
     /// Its definition, when its file was parsed.
     record: Option<SnapshotRecord>,
 }

@@ -1,26 +1,26 @@
-//! `cargo xtask bench store`: wall time of whole processes doing what the
-//! CLI verbs do on the metadata store, for owners of 1 000 and 10 000
-//! snapshots (a chain with a branch of 2 every 500), with a valid index
-//! ("warm") and without one ("cold": the index file is removed first).
+//! `cargo xtask bench store`: wall time of the real `virtsnap` binary,
+//! as whole processes (spawn to exit, output read), for domains of 1 000
+//! and 10 000 snapshots (a chain with a branch of 2 every 500), with a
+//! valid index ("warm") and without one ("cold": the index file is
+//! removed first): `snapshot-list`, `snapshot-list --tree`,
+//! `snapshot-list --topological`, `snapshot-info`, `snapshot-current`,
+//! and `snapshot-delete --metadata` of a snapshot in the middle of the
+//! chain; median of 5 runs each.
 //!
-//! The owners' files are generated directly in libvirt's format (what the
+//! The domains' files are generated directly in libvirt's format (what the
 //! store writes: snapshot-conf's internal format with `<active>`), since
 //! creating 10 000 snapshots through the durable store costs tens of
-//! thousands of fsyncs. Each measurement re-executes this binary with
-//! `--op OP STATE OWNER NAME` (open + the operation + printing) and times
-//! the process from spawn to exit; median of 5 runs.
+//! thousands of fsyncs.
 //!
 //! Targets (issue 3): each ≤ 30 ms at 10 000. libvirt 9.0 for reference
 //! (not installed here): snapshot-list 0.99 s, middle delete 3.9 s at 5000.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use snapshot_conf::{DomainSnapshotDef, FormatFlags, FormatOptions, ParseFlags, ParseOptions};
-use snapshot_core::store::{Access, Layout, MetadataStore, Owner};
-use snapshot_core::{ChildPolicy, ListFilter};
+use snapshot_core::store::{Layout, Owner};
 
 const RUNS: usize = 5;
 const TARGET: Duration = Duration::from_millis(30);
@@ -68,56 +68,17 @@ fn generate(layout: &Layout, owner: &Owner, n: usize) {
     }
 }
 
-/// One operation, in this (child) process.
-fn child(op: &str, state: &str, owner: &str, target: &str) {
-    let layout = Layout::new(state);
-    let owner = Owner::Domain(owner.to_string());
-    let access = if op == "delete" {
-        Access::Write
-    } else {
-        Access::Read
-    };
-    let mut store = MetadataStore::open(&layout, owner, access).expect("open");
-    let mut out = String::new();
+/// The `virtsnap` arguments of an operation on `domain`.
+fn args<'a>(op: &str, domain: &'a str, target: &'a str) -> Vec<&'a str> {
     match op {
-        "list" | "topological" => {
-            let filter = ListFilter {
-                topological: op == "topological",
-                ..ListFilter::default()
-            };
-            for n in store.tree().list(&filter).expect("list") {
-                let info = store.tree().get(n).expect("info");
-                let _ = writeln!(out, " {n:<20} {}  {:?}", info.creation_time, info.state);
-            }
-        }
-        "info" => {
-            let tree = store.tree();
-            let record = store.get(target).expect("record");
-            let _ = writeln!(
-                out,
-                "{:?} {:?} {} {} {}",
-                record.name(),
-                tree.parent(target).expect("parent"),
-                tree.child_count(target, false).expect("children"),
-                tree.child_count(target, true).expect("descendants"),
-                tree.is_current(target)
-            );
-        }
-        "current" => {
-            let current = store.tree().current().expect("current").to_string();
-            let _ = writeln!(out, "{:?}", store.get(&current).map(|r| r.name()));
-        }
-        "delete" => {
-            store.delete(target, ChildPolicy::Rebase).expect("delete");
-        }
+        "list" => vec!["snapshot-list", domain],
+        "tree" => vec!["snapshot-list", domain, "--tree"],
+        "topological" => vec!["snapshot-list", domain, "--topological"],
+        "info" => vec!["snapshot-info", domain, target],
+        "current" => vec!["snapshot-current", domain, "--name"],
+        "delete" => vec!["snapshot-delete", domain, target, "--metadata"],
         other => panic!("unknown op {other}"),
     }
-    let _ = std::io::stdout().write_all(out.as_bytes());
-    let _ = std::io::stdout().write_all(if store.opened_from_index() {
-        b"index\n"
-    } else {
-        b"files\n"
-    });
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -126,21 +87,17 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--op") {
-        child(&args[2], &args[3], &args[4], &args[5]);
-        return;
-    }
-    let exe = std::env::current_exe().expect("current exe");
+    let exe = env!("CARGO_BIN_EXE_virtsnap");
     let tmp = tempfile::tempdir().expect("temp dir");
-    let state = tmp.path().to_str().expect("utf-8 temp path").to_string();
     let layout = Layout::new(tmp.path());
     println!(
-        "store bench: whole processes, median of {RUNS}; target ≤ {} ms at 10 000",
+        "store bench: the virtsnap binary as whole processes, median of {RUNS}; \
+         target ≤ {} ms at 10 000",
         TARGET.as_millis()
     );
     println!(
-        "libvirt 9.0 reference (not run here): snapshot-list 0.99 s, middle delete 3.9 s at 5000"
+        "libvirt 9.0 reference (not installed here, from the issue): \
+         snapshot-list 0.99 s, middle delete 3.9 s at 5000"
     );
     println!(
         "{:>6} {:<12} {:>10} {:>10}",
@@ -148,33 +105,41 @@ fn main() {
     );
     let mut over = Vec::new();
     for n in [1_000usize, 10_000] {
-        let owner_name = format!("vm{n}");
-        let owner = Owner::Domain(owner_name.clone());
+        let domain = format!("vm{n}");
+        let owner = Owner::Domain(domain.clone());
         generate(&layout, &owner, n);
         let index = layout.owner_index(&owner).expect("index path");
-        let run = |op: &str, target: &str, cold: bool| -> (Duration, String) {
+        let run = |op: &str, target: &str, cold: bool| -> Duration {
             if cold {
                 let _ = std::fs::remove_file(&index);
             }
             let started = Instant::now();
-            let output = Command::new(&exe)
-                .args(["--op", op, &state, &owner_name, target])
-                .stderr(Stdio::inherit())
+            let output = Command::new(exe)
+                .args(args(op, &domain, target))
+                .env("VIRTSNAP_STATE", tmp.path())
+                .stdin(Stdio::null())
                 .output()
-                .expect("spawn");
+                .expect("spawn virtsnap");
             let took = started.elapsed();
-            assert!(output.status.success(), "{op} failed");
-            let text = String::from_utf8_lossy(&output.stdout);
-            (took, text.lines().last().unwrap_or_default().to_string())
+            assert!(
+                output.status.success(),
+                "virtsnap {op} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(
+                op == "delete" || !output.stdout.is_empty(),
+                "virtsnap {op} printed nothing"
+            );
+            took
         };
         // A valid index, then out of the racy window so the warm runs
-        // trust the mtime alone (back-to-back commands list the directory).
+        // trust the directory's mtime alone.
         run("current", "", true);
         std::thread::sleep(Duration::from_millis(2100));
+        run("current", "", false);
         let middle = n / 2;
-        for op in ["list", "topological", "info", "current", "delete"] {
+        for op in ["list", "tree", "topological", "info", "current", "delete"] {
             let mut results = [Vec::new(), Vec::new()];
-            let mut sources = [String::new(), String::new()];
             for (c, cold) in [false, true].into_iter().enumerate() {
                 for r in 0..RUNS {
                     let target = if op == "delete" {
@@ -182,19 +147,15 @@ fn main() {
                     } else {
                         name(middle)
                     };
-                    let (took, source) = run(op, &target, cold);
-                    results[c].push(took);
-                    sources[c] = source;
+                    results[c].push(run(op, &target, cold));
                 }
             }
             let warm = median(std::mem::take(&mut results[0]));
             let cold = median(std::mem::take(&mut results[1]));
             println!(
-                "{n:>6} {op:<12} {:>10.2} {:>10.2}   (opened from: {} / {})",
+                "{n:>6} {op:<12} {:>10.2} {:>10.2}",
                 warm.as_secs_f64() * 1e3,
                 cold.as_secs_f64() * 1e3,
-                sources[0],
-                sources[1]
             );
             if n == 10_000 && warm > TARGET {
                 over.push(op);
