@@ -163,7 +163,8 @@ fn group_passes<T: PartialEq>(group: &[(bool, T)], value: &T) -> bool {
 pub struct SnapshotTree {
     /// Slots of deleted nodes stay `None`, so arena order is creation order.
     nodes: Vec<Option<Node>>,
-    by_name: HashMap<String, NodeId>,
+    /// Names are local input, not attacker-chosen: a fast hasher.
+    by_name: HashMap<String, NodeId, foldhash::fast::RandomState>,
     current: Option<NodeId>,
 }
 

@@ -2,8 +2,11 @@
 //! as whole processes (spawn to exit, output read), for domains of 1 000
 //! and 10 000 snapshots (a chain with a branch of 2 every 500), with a
 //! valid index ("warm") and without one ("cold": the index file is
-//! removed first): `snapshot-list`, `snapshot-list --tree`,
-//! `snapshot-list --topological`, `snapshot-info`, `snapshot-current`,
+//! removed first): `snapshot-list`, `snapshot-list --tree` (on a domain
+//! of the same size in chains of 100, since virsh's tree layout indents
+//! every level and a 10 000-deep chain prints ~400 MB; the chain's tree is
+//! measured at 1 000), `snapshot-list --topological`, `snapshot-info`,
+//! `snapshot-current`,
 //! and `snapshot-delete --metadata` of a snapshot in the middle of the
 //! chain; median of 5 runs each.
 //!
@@ -29,10 +32,9 @@ fn name(i: usize) -> String {
     format!("snap{i:05}")
 }
 
-/// Writes `n` snapshot files: a chain, plus a branch of two every 500.
-fn generate(layout: &Layout, owner: &Owner, n: usize) {
-    let dir = layout.owner_dir(owner).expect("owner dir");
-    std::fs::create_dir_all(&dir).expect("create owner dir");
+/// The parents of a chain of `n`, plus a branch of two every 500; the
+/// current snapshot is the chain's tip.
+fn chain(n: usize) -> (Vec<Option<String>>, Option<String>) {
     let mut parents: Vec<Option<String>> = Vec::with_capacity(n);
     let mut tip: Option<String> = None;
     let mut i = 0;
@@ -48,6 +50,24 @@ fn generate(layout: &Layout, owner: &Owner, n: usize) {
         tip = Some(name(i));
         i += 1;
     }
+    (parents, tip)
+}
+
+/// The parents of `n` snapshots in chains of 100 from 1 % of them (roots):
+/// the same count at depth 100, for `--tree`, whose output virsh's layout
+/// makes quadratic in the depth.
+fn wide(n: usize) -> (Vec<Option<String>>, Option<String>) {
+    let parents = (0..n)
+        .map(|i| (i % 100 != 0).then(|| name(i - 1)))
+        .collect();
+    (parents, Some(name(n - 1)))
+}
+
+/// Writes one snapshot file per entry of `shape`.
+fn generate(layout: &Layout, owner: &Owner, shape: (Vec<Option<String>>, Option<String>)) {
+    let dir = layout.owner_dir(owner).expect("owner dir");
+    std::fs::create_dir_all(&dir).expect("create owner dir");
+    let (parents, tip) = shape;
     for (i, parent) in parents.iter().enumerate() {
         let mut xml = format!(
             "<domainsnapshot><name>{}</name><state>shutoff</state><creationTime>{}</creationTime>",
@@ -72,7 +92,7 @@ fn generate(layout: &Layout, owner: &Owner, n: usize) {
 fn args<'a>(op: &str, domain: &'a str, target: &'a str) -> Vec<&'a str> {
     match op {
         "list" => vec!["snapshot-list", domain],
-        "tree" => vec!["snapshot-list", domain, "--tree"],
+        "tree" | "tree-chain" => vec!["snapshot-list", domain, "--tree"],
         "topological" => vec!["snapshot-list", domain, "--topological"],
         "info" => vec!["snapshot-info", domain, target],
         "current" => vec!["snapshot-current", domain, "--name"],
@@ -106,16 +126,26 @@ fn main() {
     let mut over = Vec::new();
     for n in [1_000usize, 10_000] {
         let domain = format!("vm{n}");
+        let wide_domain = format!("wide{n}");
         let owner = Owner::Domain(domain.clone());
-        generate(&layout, &owner, n);
+        let wide_owner = Owner::Domain(wide_domain.clone());
+        generate(&layout, &owner, chain(n));
+        generate(&layout, &wide_owner, wide(n));
         let index = layout.owner_index(&owner).expect("index path");
+        let wide_index = layout.owner_index(&wide_owner).expect("index path");
+        let output_bytes = std::cell::RefCell::new(std::collections::BTreeMap::new());
         let run = |op: &str, target: &str, cold: bool| -> Duration {
+            let (domain, index) = if op == "tree" {
+                (&wide_domain, &wide_index)
+            } else {
+                (&domain, &index)
+            };
             if cold {
-                let _ = std::fs::remove_file(&index);
+                let _ = std::fs::remove_file(index);
             }
             let started = Instant::now();
             let output = Command::new(exe)
-                .args(args(op, &domain, target))
+                .args(args(op, domain, target))
                 .env("VIRTSNAP_STATE", tmp.path())
                 .stdin(Stdio::null())
                 .output()
@@ -130,15 +160,35 @@ fn main() {
                 op == "delete" || !output.stdout.is_empty(),
                 "virtsnap {op} printed nothing"
             );
+            output_bytes
+                .borrow_mut()
+                .insert(op.to_string(), output.stdout.len());
             took
         };
         // A valid index, then out of the racy window so the warm runs
         // trust the directory's mtime alone.
         run("current", "", true);
+        run("tree", "", true);
         std::thread::sleep(Duration::from_millis(2100));
         run("current", "", false);
+        run("tree", "", false);
         let middle = n / 2;
-        for op in ["list", "tree", "topological", "info", "current", "delete"] {
+        // --tree of the 10 000-deep chain prints hundreds of megabytes in
+        // virsh's layout: measured at 1 000 only.
+        let ops: &[&str] = if n <= 1_000 {
+            &[
+                "list",
+                "tree",
+                "tree-chain",
+                "topological",
+                "info",
+                "current",
+                "delete",
+            ]
+        } else {
+            &["list", "tree", "topological", "info", "current", "delete"]
+        };
+        for &op in ops {
             let mut results = [Vec::new(), Vec::new()];
             for (c, cold) in [false, true].into_iter().enumerate() {
                 for r in 0..RUNS {
@@ -153,9 +203,10 @@ fn main() {
             let warm = median(std::mem::take(&mut results[0]));
             let cold = median(std::mem::take(&mut results[1]));
             println!(
-                "{n:>6} {op:<12} {:>10.2} {:>10.2}",
+                "{n:>6} {op:<12} {:>10.2} {:>10.2}   ({} bytes out)",
                 warm.as_secs_f64() * 1e3,
                 cold.as_secs_f64() * 1e3,
+                output_bytes.borrow().get(op).copied().unwrap_or(0),
             );
             if n == 10_000 && warm > TARGET {
                 over.push(op);

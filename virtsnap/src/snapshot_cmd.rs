@@ -390,23 +390,30 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::from(" ");
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(cell);
-            } else {
-                let _ = write!(s, "{cell:<w$}   ");
+    let total: usize = widths.iter().sum::<usize>() + 3 * (widths.len().saturating_sub(1)) + 2;
+    let mut out = String::with_capacity((rows.len() + 2) * (total + 1));
+    // One line, written in place: cells padded to their column, trailing
+    // blanks trimmed.
+    let line = |cells: &mut dyn Iterator<Item = &str>, out: &mut String| {
+        let start = out.len();
+        out.push(' ');
+        let mut cells = cells.zip(&widths).peekable();
+        while let Some((cell, &w)) = cells.next() {
+            out.push_str(cell);
+            if cells.peek().is_some() {
+                let pad = w.saturating_sub(cell.chars().count()) + 3;
+                out.extend(std::iter::repeat_n(' ', pad));
             }
         }
-        s.trim_end().to_string() + "\n"
+        let kept = out[start..].trim_end().len();
+        out.truncate(start + kept);
+        out.push('\n');
     };
-    let mut out = line(header.to_vec());
-    let total: usize = widths.iter().sum::<usize>() + 3 * (widths.len().saturating_sub(1)) + 2;
-    out.push_str(&"-".repeat(total));
+    line(&mut header.iter().copied(), &mut out);
+    out.extend(std::iter::repeat_n('-', total));
     out.push('\n');
     for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        line(&mut row.iter().map(String::as_str), &mut out);
     }
     out
 }

@@ -445,7 +445,7 @@ struct Slot {
 /// `HashMap<String, SnapshotRecord>` this replaces.
 #[derive(Debug, Default)]
 pub(crate) struct Records {
-    map: HashMap<String, Slot>,
+    map: HashMap<String, Slot, foldhash::fast::RandomState>,
     /// The owner directory and kind, for loading on demand.
     dir: PathBuf,
     domain: bool,

@@ -475,10 +475,15 @@ impl MetadataStore {
             .transpose()
     }
 
-    /// The owner's lock file, its directory created.
+    /// The owner's lock file, its directory created (durably) when
+    /// missing. An existing one is left alone: every open would otherwise
+    /// pay two fsyncs, readers included; a writer makes what it writes
+    /// durable itself.
     fn lock_path(layout: &Layout, owner: &Owner) -> Result<PathBuf, StoreError> {
         let lock_path = layout.owner_lock(owner)?;
-        if let Some(parent) = lock_path.parent() {
+        if let Some(parent) = lock_path.parent()
+            && !parent.is_dir()
+        {
             persist::create_dir_durable(parent).map_err(io_err("creating", parent))?;
         }
         Ok(lock_path)
