@@ -1,7 +1,9 @@
-//! The snapshot engine: the snapshot tree ([`tree`]) today; the metadata
-//! store, the planner, the executor and the driver traits come with the
-//! following issues (see DESIGN.md).
+//! The snapshot engine: the snapshot tree ([`tree`]), the crash-safe
+//! metadata store ([`store`]) and the storage driver trait ([`driver`]);
+//! the volume API, the planner and the executor come with the following
+//! issues (see DESIGN.md).
 
+pub mod driver;
 pub mod store;
 pub mod tree;
 

@@ -1,0 +1,482 @@
+//! The storage side of a snapshot: the [`VolumeDriver`] trait every
+//! storage backend implements (full file copy, qcow2 internal and
+//! external, LVM, btrfs, plugins), the volume it works on, what it can do
+//! ([`Capabilities`]), what it is asked ([`SnapshotPlan`], [`SnapshotRef`],
+//! [`DeleteContext`]) and what it answers ([`CreatedSnapshot`],
+//! [`StorageSnapshot`], [`DriverError`]).
+//!
+//! Drivers only touch storage. The snapshot tree and its metadata belong
+//! to the caller (the volume API, the executor), which hands a driver the
+//! part of the tree an operation needs (the snapshot's parent and children
+//! for a delete, say), records what the driver created, and journals
+//! multi-step work through the store's intents. A driver knows nothing of
+//! other drivers.
+//!
+//! Drivers are async (`async-trait`); blocking work (file copies, ioctls)
+//! runs on `tokio::task::spawn_blocking`, tools (`qemu-img`, `lvcreate`)
+//! run as child processes with async I/O, so a driver never blocks the
+//! runtime.
+//!
+//! An operation a driver cannot do is refused with
+//! [`DriverError::Unsupported`], which names the operation and what to do
+//! instead; never a silent `Ok`.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+/// The format of a volume's bytes, as far as snapshots care.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum VolumeFormat {
+    /// Raw bytes (a plain file or a block device).
+    Raw,
+    /// A qcow2 image.
+    Qcow2,
+    /// Anything else, by its `qemu-img` name (`vmdk`, `vdi`, ...): only
+    /// whole copies can snapshot it.
+    Other(String),
+}
+
+impl VolumeFormat {
+    /// Its `qemu-img` name.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Raw => "raw",
+            Self::Qcow2 => "qcow2",
+            Self::Other(name) => name,
+        }
+    }
+
+    /// The format named `name` (`qemu-img`'s names).
+    #[must_use]
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "raw" => Self::Raw,
+            "qcow2" => Self::Qcow2,
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for VolumeFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A storage volume: what drivers snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Volume {
+    /// Where it is: a file or a block device (absolute).
+    pub path: PathBuf,
+    /// Its format.
+    pub format: VolumeFormat,
+}
+
+impl Volume {
+    /// A volume at `path` in `format`.
+    #[must_use]
+    pub fn new(path: impl Into<PathBuf>, format: VolumeFormat) -> Self {
+        Self {
+            path: path.into(),
+            format,
+        }
+    }
+
+    /// Its file name, for messages and derived names.
+    #[must_use]
+    pub fn file_name(&self) -> String {
+        self.path
+            .file_name()
+            .map_or_else(|| self.path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    }
+}
+
+/// How a snapshot is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SnapshotMode {
+    /// Inside the volume itself (qcow2 internal snapshots, LVM and btrfs
+    /// snapshots that the storage names).
+    Internal,
+    /// A new image the volume's later writes go to, the old one becoming
+    /// read-only (qcow2 overlays).
+    External,
+    /// A full, independent copy of the volume's bytes.
+    Copy,
+}
+
+impl SnapshotMode {
+    /// The word used in XML and on the command line.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Internal => "internal",
+            Self::External => "external",
+            Self::Copy => "copy",
+        }
+    }
+}
+
+impl fmt::Display for SnapshotMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether the volume is in use while a driver works on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VolumeState {
+    /// No writer has it open.
+    Offline,
+    /// A running guest writes to it (the hypervisor must cooperate).
+    InUse,
+}
+
+/// What a driver can do with one volume in one state (asked per volume
+/// and state, like Proxmox's `volume_has_feature`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct Capabilities {
+    /// Internal snapshots.
+    pub internal: bool,
+    /// External snapshots.
+    pub external: bool,
+    /// Full copies.
+    pub copy: bool,
+    /// Reverting to a snapshot.
+    pub revert: bool,
+    /// Reverting keeps the snapshots taken after the target.
+    pub revert_keeps_newer: bool,
+    /// Deleting a snapshot with children, the children keeping their
+    /// contents ([`crate::ChildPolicy::Rebase`]).
+    pub delete_rebase: bool,
+    /// Listing what the storage itself holds.
+    pub list: bool,
+    /// Content checksums recorded at creation and verified on revert.
+    pub checksums: bool,
+}
+
+impl Capabilities {
+    /// Whether `mode` is supported.
+    #[must_use]
+    pub fn supports(&self, mode: SnapshotMode) -> bool {
+        match mode {
+            SnapshotMode::Internal => self.internal,
+            SnapshotMode::External => self.external,
+            SnapshotMode::Copy => self.copy,
+        }
+    }
+
+    /// The modes supported, preferred first (internal, external, copy).
+    #[must_use]
+    pub fn modes(&self) -> Vec<SnapshotMode> {
+        [
+            SnapshotMode::Internal,
+            SnapshotMode::External,
+            SnapshotMode::Copy,
+        ]
+        .into_iter()
+        .filter(|m| self.supports(*m))
+        .collect()
+    }
+}
+
+/// A content checksum of a snapshot's data.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Checksum {
+    /// The algorithm (`sha256`).
+    pub algorithm: String,
+    /// Lowercase hex digest.
+    pub value: String,
+}
+
+/// What to create: decided by the caller from the request and the
+/// driver's capabilities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotPlan {
+    /// The snapshot's name (already checked by the store's name rules).
+    pub name: String,
+    /// How to keep it (one the driver declared).
+    pub mode: SnapshotMode,
+    /// For external and copy snapshots: the new file. The caller derives
+    /// a default beside the volume; drivers refuse an existing file.
+    pub file: Option<PathBuf>,
+    /// Record a checksum of the content (when the driver can).
+    pub checksum: bool,
+}
+
+/// A snapshot as the caller's metadata knows it, handed to a driver to
+/// revert to or delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRef {
+    /// Its name.
+    pub name: String,
+    /// How it is kept.
+    pub mode: SnapshotMode,
+    /// Its file, for external and copy snapshots.
+    pub file: Option<PathBuf>,
+    /// The checksum recorded at creation, if any.
+    pub checksum: Option<Checksum>,
+}
+
+/// The part of the tree a delete needs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeleteContext {
+    /// The snapshot's parent, if any.
+    pub parent: Option<SnapshotRef>,
+    /// Its children (they keep their contents: a driver that cannot
+    /// rebase them refuses).
+    pub children: Vec<SnapshotRef>,
+    /// Whether the volume's current state descends directly from it (it
+    /// is the current snapshot): an external driver must rebase the
+    /// volume's own image too.
+    pub is_current: bool,
+}
+
+/// How a revert treats snapshots newer than the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RevertNewer {
+    /// They stay (the default; a branch forms on the next snapshot).
+    #[default]
+    Keep,
+    /// The caller deletes them after the revert (the proposal's flag to
+    /// discard what came after the target); the driver only reverts.
+    Drop,
+}
+
+/// What a driver created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedSnapshot {
+    /// The snapshot's name.
+    pub name: String,
+    /// How it is kept.
+    pub mode: SnapshotMode,
+    /// The new file (external: the image now holding the snapshot's
+    /// state; copy: the copy).
+    pub file: Option<PathBuf>,
+    /// The file's format, when there is one.
+    pub format: Option<VolumeFormat>,
+    /// The content checksum, when asked for and supported.
+    pub checksum: Option<Checksum>,
+    /// Bytes the snapshot occupies, as far as the driver knows.
+    pub size: Option<u64>,
+}
+
+impl CreatedSnapshot {
+    /// A [`SnapshotRef`] to it.
+    #[must_use]
+    pub fn as_ref(&self) -> SnapshotRef {
+        SnapshotRef {
+            name: self.name.clone(),
+            mode: self.mode,
+            file: self.file.clone(),
+            checksum: self.checksum.clone(),
+        }
+    }
+}
+
+/// A snapshot the storage itself holds (for discovery and checks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageSnapshot {
+    /// Its name (a qcow2 internal snapshot's tag, a file's snapshot name).
+    pub name: String,
+    /// How it is kept.
+    pub mode: SnapshotMode,
+    /// The storage's own id (a qcow2 snapshot id), if any.
+    pub id: Option<String>,
+    /// Its file, for external and copy snapshots.
+    pub file: Option<PathBuf>,
+    /// Creation time (seconds since the epoch), when the storage records it.
+    pub created: Option<i64>,
+    /// Saved VM state bytes (qcow2 internal snapshots made by a running
+    /// QEMU), 0 for a disk-only snapshot.
+    pub vm_state_size: u64,
+}
+
+/// Progress of a long operation (copies, commits): bytes done of total.
+pub type Progress = dyn Fn(u64, u64) + Send + Sync;
+
+/// Why a driver operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// The driver cannot do this with this volume.
+    #[error("{driver} cannot {operation} for {volume}: {reason}; {hint}")]
+    Unsupported {
+        /// The driver's kind.
+        driver: &'static str,
+        /// What was asked (`take an internal snapshot`).
+        operation: String,
+        /// The volume.
+        volume: String,
+        /// Why not.
+        reason: String,
+        /// What to do instead.
+        hint: String,
+    },
+    /// Something the operation needs does not exist.
+    #[error("{what} does not exist")]
+    NotFound {
+        /// What (`volume /x`, `snapshot 'a' in /x`).
+        what: String,
+    },
+    /// Something the operation would create exists already; nothing was
+    /// changed.
+    #[error("{what} already exists; choose another name or remove it first")]
+    Exists {
+        /// What.
+        what: String,
+    },
+    /// A name the storage cannot take.
+    #[error("invalid snapshot name {name:?} for {driver}: {reason}")]
+    InvalidName {
+        /// The driver's kind.
+        driver: &'static str,
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The filesystem is full; what was started was removed.
+    #[error("no space left on the device holding {}; free some space and retry (nothing was changed)", path.display())]
+    NoSpace {
+        /// Where.
+        path: PathBuf,
+    },
+    /// A snapshot's content does not match its recorded checksum.
+    #[error(
+        "snapshot '{name}' ({}) does not match its recorded {algorithm} checksum \
+         (expected {expected}, found {found}); the volume was not changed",
+        file.display()
+    )]
+    ChecksumMismatch {
+        /// The snapshot.
+        name: String,
+        /// Its file.
+        file: PathBuf,
+        /// The algorithm.
+        algorithm: String,
+        /// Recorded.
+        expected: String,
+        /// Computed now.
+        found: String,
+    },
+    /// A tool (`qemu-img`, `lvcreate`) failed.
+    #[error("{tool} {} failed ({status}): {stderr}", args.join(" "))]
+    Tool {
+        /// The program.
+        tool: String,
+        /// Its arguments.
+        args: Vec<String>,
+        /// How it ended.
+        status: String,
+        /// What it said.
+        stderr: String,
+    },
+    /// A file operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The storage is not what the caller's metadata says (a snapshot's
+    /// file missing, a backing file pointing elsewhere).
+    #[error("{0}")]
+    Inconsistent(String),
+}
+
+impl DriverError {
+    /// An I/O error on `path`, turned into [`DriverError::NoSpace`] when
+    /// the device is full.
+    pub fn io(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| {
+            if source.kind() == io::ErrorKind::StorageFull
+                || source.raw_os_error() == Some(28)
+            {
+                Self::NoSpace { path }
+            } else {
+                Self::Io { op, path, source }
+            }
+        }
+    }
+}
+
+/// A storage backend's snapshot operations (see the module comment).
+#[async_trait]
+pub trait VolumeDriver: Send + Sync {
+    /// Its kind (`file`, `qemu`, `lvm`, `btrfs`, a plugin's name).
+    fn kind(&self) -> &'static str;
+
+    /// What it can do with `volume` in `state`.
+    ///
+    /// # Errors
+    /// The volume cannot be examined (missing, unreadable).
+    async fn capabilities(
+        &self,
+        volume: &Volume,
+        state: VolumeState,
+    ) -> Result<Capabilities, DriverError>;
+
+    /// Takes the snapshot `plan` describes. On error nothing is left
+    /// behind and the volume is unchanged.
+    ///
+    /// # Errors
+    /// [`DriverError::Unsupported`] for a mode it does not declare,
+    /// [`DriverError::Exists`], [`DriverError::NoSpace`], a tool or I/O
+    /// failure.
+    async fn create(
+        &self,
+        volume: &Volume,
+        plan: &SnapshotPlan,
+        progress: Option<&Progress>,
+    ) -> Result<CreatedSnapshot, DriverError>;
+
+    /// Brings the volume's content back to `snapshot`'s. With `verify`, a
+    /// recorded checksum is checked first (a mismatch changes nothing).
+    ///
+    /// # Errors
+    /// Unsupported, the snapshot's storage missing, a checksum mismatch, a
+    /// tool or I/O failure.
+    async fn revert(
+        &self,
+        volume: &Volume,
+        snapshot: &SnapshotRef,
+        verify: bool,
+        progress: Option<&Progress>,
+    ) -> Result<(), DriverError>;
+
+    /// Removes `snapshot`'s storage; the children in `context` (and the
+    /// volume, when it is current) keep their contents.
+    ///
+    /// # Errors
+    /// Unsupported (children it cannot rebase), a tool or I/O failure.
+    async fn delete(
+        &self,
+        volume: &Volume,
+        snapshot: &SnapshotRef,
+        context: &DeleteContext,
+        progress: Option<&Progress>,
+    ) -> Result<(), DriverError>;
+
+    /// The snapshots the storage itself holds.
+    ///
+    /// # Errors
+    /// Unsupported, or the volume cannot be read.
+    async fn list(&self, volume: &Volume) -> Result<Vec<StorageSnapshot>, DriverError>;
+
+    /// Undoes a [`VolumeDriver::create`] that succeeded, for an executor
+    /// whose later step failed: the volume is as before the create.
+    ///
+    /// # Errors
+    /// A tool or I/O failure.
+    async fn undo(&self, volume: &Volume, created: &CreatedSnapshot) -> Result<(), DriverError>;
+}
