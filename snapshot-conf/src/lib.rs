@@ -45,7 +45,7 @@ pub use names::check_snapshot_name;
 pub use snapshot::{DomainSnapshotDef, EmbeddedDomain, Parsed, SnapshotDisk, SnapshotState};
 pub use source::{DiskSource, NetworkHost, Seclabel, SnapshotMode, SourceKind, StorageFormat};
 pub use volsnapshot::{
-    VolSnapshotDef, VolSnapshotMode, VolSnapshotState, VolSnapshotTarget, VolumeRef,
+    VolChecksum, VolSnapshotDef, VolSnapshotMode, VolSnapshotState, VolSnapshotTarget, VolumeRef,
 };
 pub use xml::subtree::XmlSubtree;
 

@@ -51,8 +51,10 @@ string_enum! {
     VolSnapshotMode {
         /// Inside the volume itself (qcow2 internal snapshot).
         Internal = "internal",
-        /// A new image: overlay, copy, logical volume or subvolume.
+        /// A new image: overlay, logical volume or subvolume.
         External = "external",
+        /// A full, independent copy of the volume's bytes.
+        Copy = "copy",
     }
 }
 
@@ -79,6 +81,9 @@ pub struct VolSnapshotTarget {
     pub source: DiskSource,
     /// Format of the new image.
     pub format: Option<StorageFormat>,
+    /// `<checksum>`: the content checksum recorded when the snapshot was
+    /// taken, verified on revert.
+    pub checksum: Option<VolChecksum>,
 }
 
 impl Default for VolSnapshotTarget {
@@ -87,8 +92,23 @@ impl Default for VolSnapshotTarget {
             mode: None,
             source: DiskSource::new(SourceKind::File),
             format: None,
+            checksum: None,
         }
     }
+}
+
+/// A `<checksum type='sha256'>HEX</checksum>` of a snapshot's content.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VolChecksum {
+    /// The algorithm: `sha256`.
+    pub algorithm: String,
+    /// The digest, lowercase hex.
+    pub value: String,
+}
+
+impl VolChecksum {
+    /// The algorithms accepted, with their digest length in hex digits.
+    pub const ALGORITHMS: &'static [(&'static str, usize)] = &[("sha256", 64)];
 }
 
 /// A `<volsnapshot>` definition.
@@ -242,7 +262,7 @@ impl VolSnapshotDef {
             w.close("volume");
         }
         let t = &self.target;
-        let image = t.format.is_some() || !t.source.is_empty();
+        let image = t.format.is_some() || !t.source.is_empty() || t.checksum.is_some();
         let attrs = [
             ("mode", t.mode.map(VolSnapshotMode::as_str)),
             ("type", image.then(|| t.source.kind.as_str())),
@@ -251,6 +271,13 @@ impl VolSnapshotDef {
             w.open("snapshot", &attrs);
             format_driver(&mut w, t.format, None);
             t.source.format(&mut w);
+            if let Some(c) = &t.checksum {
+                w.text_element(
+                    "checksum",
+                    &[("type", Some(c.algorithm.as_str()))],
+                    &c.value,
+                );
+            }
             w.close("snapshot");
         } else if t.mode.is_some() {
             w.empty("snapshot", &attrs);
@@ -361,7 +388,12 @@ fn parse_target(cx: &Cx<'_, '_>, node: Node<'_, '_>) -> Result<VolSnapshotTarget
     if internal {
         cx.check_content(node, &["mode"], &[], false)?;
     } else {
-        cx.check_content(node, &["mode", "type"], &["source", "driver"], false)?;
+        cx.check_content(
+            node,
+            &["mode", "type"],
+            &["source", "driver", "checksum"],
+            false,
+        )?;
     }
     let kind = match node.attribute("type") {
         None => SourceKind::File,
@@ -376,6 +408,7 @@ fn parse_target(cx: &Cx<'_, '_>, node: Node<'_, '_>) -> Result<VolSnapshotTarget
         mode,
         source: DiskSource::new(kind),
         format: None,
+        checksum: None,
     };
     if let Some(s) = cx.child(node, "source")? {
         target.source = DiskSource::parse_snapshot_image(cx, s, kind)?;
@@ -398,7 +431,41 @@ fn parse_target(cx: &Cx<'_, '_>, node: Node<'_, '_>) -> Result<VolSnapshotTarget
             );
         }
     }
-    let image = target.format.is_some() || !target.source.is_empty();
+    if let Some(c) = cx.child(node, "checksum")? {
+        cx.check_content(c, &["type"], &[], true)?;
+        let algorithm = c
+            .attribute("type")
+            .ok_or_else(|| ConfError::MissingAttribute {
+                attribute: "type",
+                element: "checksum",
+                hint: "name the algorithm, e.g. <checksum type='sha256'>",
+                pos: cx.pos(c),
+            })?;
+        let Some(&(_, digits)) = VolChecksum::ALGORITHMS
+            .iter()
+            .find(|(a, _)| *a == algorithm)
+        else {
+            return Err(cx.bad_attr(c, "type", algorithm, "sha256".to_string()));
+        };
+        let text = text_of(c);
+        let value = text.trim();
+        if value.len() != digits
+            || !value
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(cx.bad_text(
+                c,
+                &text,
+                format!("{digits} lowercase hex digits (a {algorithm} digest)"),
+            ));
+        }
+        target.checksum = Some(VolChecksum {
+            algorithm: algorithm.to_string(),
+            value: value.to_string(),
+        });
+    }
+    let image = target.format.is_some() || !target.source.is_empty() || target.checksum.is_some();
     if internal && image {
         return Err(ConfError::NotAllowed {
             what: "a new image in an internal volume snapshot".into(),

@@ -1775,13 +1775,13 @@ fn test_vol_parse_unknown_mode_refused() {
         ConfError::InvalidValue {
             what: "attribute 'mode' of <snapshot>".into(),
             value: "manual".into(),
-            expected: "one of internal, external".into(),
+            expected: "one of internal, external, copy".into(),
             pos: at(2, 13)
         }
     );
     assert_eq!(
         err.to_string(),
-        "invalid value 'manual' for attribute 'mode' of <snapshot> at line 2, column 13; expected one of internal, external"
+        "invalid value 'manual' for attribute 'mode' of <snapshot> at line 2, column 13; expected one of internal, external, copy"
     );
 }
 
@@ -1926,4 +1926,35 @@ fn test_parse_equals_signs_outside_start_tags_do_not_count_as_attributes() {
         parsed.def.name.as_deref(),
         Some(format!("{many}{many}").as_str())
     );
+}
+
+#[test]
+fn test_vol_parse_checksum_must_be_a_sha256_digest() {
+    let digest = "ab".repeat(32);
+    let good = format!(
+        "<volsnapshot><snapshot mode='copy'><source file='/i/d.c'/>\
+         <checksum type='sha256'>{digest}</checksum></snapshot></volsnapshot>"
+    );
+    let def = VolSnapshotDef::parse(&good, &ParseOptions::new(ParseFlags::VALIDATE))
+        .expect("a sha256 checksum")
+        .def;
+    assert_eq!(def.target.mode, Some(VolSnapshotMode::Copy));
+    assert_eq!(def.target.checksum.map(|c| c.value), Some(digest.clone()));
+    for (bad, says) in [
+        (good.replace("sha256", "md5"), "expected sha256"),
+        (
+            good.replace(&digest, &digest.to_uppercase()),
+            "64 lowercase hex digits",
+        ),
+        (
+            good.replace(&digest, &digest[2..]),
+            "64 lowercase hex digits",
+        ),
+        (good.replace(" type='sha256'", ""), "name the algorithm"),
+    ] {
+        let err = VolSnapshotDef::parse(&bad, &ParseOptions::new(ParseFlags::empty()))
+            .expect_err(says)
+            .to_string();
+        assert!(err.contains(says), "{says}: {err}");
+    }
 }

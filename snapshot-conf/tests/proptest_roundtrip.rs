@@ -74,8 +74,8 @@ use proptest::test_runner::TestCaseError;
 use snapshot_conf::{
     ConfError, DiskSource, Domain, DomainSnapshotDef, EmbeddedDomain, FormatFlags, FormatOptions,
     NetworkHost, ParseFlags, ParseOptions, Parsed, Seclabel, SnapshotDisk, SnapshotMode,
-    SnapshotState, SourceKind, StorageFormat, VolSnapshotDef, VolSnapshotMode, VolSnapshotState,
-    VolSnapshotTarget, VolumeRef, XmlSubtree,
+    SnapshotState, SourceKind, StorageFormat, VolChecksum, VolSnapshotDef, VolSnapshotMode,
+    VolSnapshotState, VolSnapshotTarget, VolumeRef, XmlSubtree,
 };
 use uuid::Uuid;
 
@@ -1437,18 +1437,26 @@ fn arb_vol_snapshot_target(g: Grammar) -> BoxedStrategy<VolSnapshotTarget> {
                 arb_network_source(g),
             ],
             option::of(select(StorageFormat::ALL)),
+            option::of("[0-9a-f]{64}"),
+            select(&[VolSnapshotMode::External, VolSnapshotMode::Copy][..]),
         )
-            .prop_map(|(source, format)| {
-                // An image is external; without one no type= is written.
-                let image = format.is_some() || !source.is_empty();
+            .prop_map(|(source, format, digest, mode)| {
+                let checksum = digest.map(|value| VolChecksum {
+                    algorithm: "sha256".into(),
+                    value,
+                });
+                // An image is external (or a copy); without one no type=
+                // is written.
+                let image = format.is_some() || !source.is_empty() || checksum.is_some();
                 VolSnapshotTarget {
-                    mode: Some(VolSnapshotMode::External),
+                    mode: Some(mode),
                     source: if image {
                         source
                     } else {
                         DiskSource::new(SourceKind::File)
                     },
                     format,
+                    checksum,
                 }
             }),
     ]

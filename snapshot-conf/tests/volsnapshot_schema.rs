@@ -9,8 +9,8 @@ use std::path::Path;
 
 use snapshot_conf::{
     DiskSource, FormatFlags, FormatOptions, NetworkHost, ParseFlags, ParseOptions, SourceKind,
-    StorageFormat, VOLSNAPSHOT_SCHEMA, VolSnapshotDef, VolSnapshotMode, VolSnapshotState,
-    VolSnapshotTarget, VolumeRef,
+    StorageFormat, VOLSNAPSHOT_SCHEMA, VolChecksum, VolSnapshotDef, VolSnapshotMode,
+    VolSnapshotState, VolSnapshotTarget, VolumeRef,
 };
 
 fn base() -> VolSnapshotDef {
@@ -39,6 +39,17 @@ fn variants() -> Vec<(&'static str, VolSnapshotDef)> {
         mode: Some(VolSnapshotMode::External),
         source: DiskSource::file("/img/disk.s1"),
         format: Some(StorageFormat::Qcow2),
+        checksum: None,
+    };
+    let mut copy = base();
+    copy.target = VolSnapshotTarget {
+        mode: Some(VolSnapshotMode::Copy),
+        source: DiskSource::file("/img/disk.s1.copy"),
+        format: Some(StorageFormat::Raw),
+        checksum: Some(VolChecksum {
+            algorithm: "sha256".into(),
+            value: "0123456789abcdef".repeat(4),
+        }),
     };
     let mut lvm = base();
     lvm.volume = Some(VolumeRef {
@@ -54,6 +65,7 @@ fn variants() -> Vec<(&'static str, VolSnapshotDef)> {
             ..DiskSource::new(SourceKind::Block)
         },
         format: None,
+        checksum: None,
     };
     let mut btrfs = base();
     btrfs.state = Some(VolSnapshotState::Quiesced);
@@ -64,6 +76,7 @@ fn variants() -> Vec<(&'static str, VolSnapshotDef)> {
             ..DiskSource::new(SourceKind::Dir)
         },
         format: None,
+        checksum: None,
     };
     let mut rbd = base();
     rbd.volume = Some(VolumeRef {
@@ -85,6 +98,7 @@ fn variants() -> Vec<(&'static str, VolSnapshotDef)> {
             ..DiskSource::new(SourceKind::Network)
         },
         format: None,
+        checksum: None,
     };
     let minimal = VolSnapshotDef {
         name: Some("m".into()),
@@ -93,6 +107,7 @@ fn variants() -> Vec<(&'static str, VolSnapshotDef)> {
     vec![
         ("internal", base()),
         ("external-file", external_file),
+        ("copy-with-checksum", copy),
         ("lvm-block", lvm),
         ("btrfs-dir", btrfs),
         ("rbd-network", rbd),
