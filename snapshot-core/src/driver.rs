@@ -89,9 +89,10 @@ impl Volume {
     /// Its file name, for messages and derived names.
     #[must_use]
     pub fn file_name(&self) -> String {
-        self.path
-            .file_name()
-            .map_or_else(|| self.path.display().to_string(), |n| n.to_string_lossy().into_owned())
+        self.path.file_name().map_or_else(
+            || self.path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
     }
 }
 
@@ -399,9 +400,7 @@ impl DriverError {
     pub fn io(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Self {
         let path = path.to_path_buf();
         move |source| {
-            if source.kind() == io::ErrorKind::StorageFull
-                || source.raw_os_error() == Some(28)
-            {
+            if source.kind() == io::ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
                 Self::NoSpace { path }
             } else {
                 Self::Io { op, path, source }
