@@ -6,6 +6,7 @@
 pub mod driver;
 pub mod store;
 pub mod tree;
+pub mod volume;
 
 pub use tree::{
     ChildPolicy, ListFilter, Location, SnapshotInfo, SnapshotTree, StateKind, TreeError,

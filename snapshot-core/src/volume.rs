@@ -1,0 +1,811 @@
+//! The volume snapshot API (the proposal's `virStorageVolSnapshot*` calls):
+//! snapshots of one storage volume that belongs to no VM, kept in the
+//! metadata store under the volume's key (its canonical path) and taken by
+//! the [`VolumeDriver`] that fits the volume and the mode.
+//!
+//! Every call opens the volume's store (shared to read, exclusive to
+//! change), so concurrent commands on one volume are serialised and
+//! commands on different volumes never wait for each other. A change that
+//! touches storage and metadata (create, revert, delete) records an intent
+//! first ([`crate::store::intent`]): a crash between the storage step and
+//! the metadata step is found on the next open and recovered by
+//! [`VolumeApi::recover`] with the handler registered here, which finishes
+//! the operation or rolls it back.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use snapshot_conf::{
+    DiskSource, FormatFlags, FormatOptions, ParseFlags, ParseOptions, StorageFormat, VolChecksum,
+    VolSnapshotDef, VolSnapshotMode, VolSnapshotState, VolumeRef,
+};
+
+use crate::driver::{
+    Capabilities, Checksum, CreatedSnapshot, DeleteContext, DriverError, Progress, SnapshotMode,
+    SnapshotPlan, SnapshotRef, Volume, VolumeDriver, VolumeFormat, VolumeState,
+};
+use crate::store::intent::{Intent, IntentHandler, Recovery};
+use crate::store::{Access, Layout, LayoutError, MetadataStore, Owner, SnapshotRecord, StoreError};
+use crate::tree::{ChildPolicy, ListFilter};
+
+/// What to do with a snapshot's descendants when it is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeletePolicy {
+    /// Its children keep their contents and move to its parent.
+    Rebase,
+    /// Its descendants are deleted too.
+    Children,
+    /// Only its descendants are deleted.
+    ChildrenOnly,
+    /// Only the metadata goes; the storage is left as it is.
+    MetadataOnly,
+}
+
+/// Why a volume call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VolumeError {
+    /// The metadata store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A storage driver refused or failed.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    /// A name or path rule.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// The volume does not exist.
+    #[error("volume {} does not exist; give the path of an existing file", path.display())]
+    NoVolume {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// No snapshot of that name.
+    #[error("volume {volume} has no snapshot named '{name}'; see vol-snapshot-list")]
+    NoSnapshot {
+        /// The volume.
+        volume: String,
+        /// The name.
+        name: String,
+    },
+    /// The volume has no current snapshot.
+    #[error("volume {volume} has no current snapshot")]
+    NoCurrent {
+        /// The volume.
+        volume: String,
+    },
+    /// A snapshot of that name exists.
+    #[error("volume {volume} already has a snapshot named '{name}'; choose another name")]
+    NameTaken {
+        /// The volume.
+        volume: String,
+        /// The name.
+        name: String,
+    },
+    /// No registered driver can take this kind of snapshot of the volume.
+    #[error("no driver can take a {mode} snapshot of {volume} ({format}); {hint}")]
+    NoDriver {
+        /// The volume.
+        volume: String,
+        /// Its format.
+        format: String,
+        /// The mode asked.
+        mode: SnapshotMode,
+        /// What to do instead.
+        hint: String,
+    },
+    /// The request XML is not a valid `<volsnapshot>`.
+    #[error("invalid <volsnapshot>: {0}")]
+    Xml(#[from] snapshot_conf::ConfError),
+    /// The request contradicts itself or the volume.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How to create a snapshot (what the CLI flags and the XML say).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// The name; default: the creation time in seconds, as libvirt does.
+    pub name: Option<String>,
+    /// A description.
+    pub description: Option<String>,
+    /// The mode; default: internal for qcow2, a copy for anything else.
+    pub mode: Option<SnapshotMode>,
+    /// The new file of an external or copy snapshot; default: beside the
+    /// volume, `VOLUME.NAME`.
+    pub file: Option<PathBuf>,
+    /// The driver, by kind; default: the first registered that supports
+    /// the mode for this volume.
+    pub driver: Option<String>,
+    /// Record a content checksum (drivers that can).
+    pub checksum: bool,
+    /// Plan only: check everything, change nothing, return the definition
+    /// that would be created.
+    pub dry_run: bool,
+}
+
+/// How to revert.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RevertOptions {
+    /// Delete the target's descendants afterwards (the proposal's flag to
+    /// discard what came after the target).
+    pub drop_newer: bool,
+    /// Verify a recorded checksum before changing anything.
+    pub verify: bool,
+}
+
+/// The intent operation words of this module.
+const OP_CREATE: &str = "volume-snapshot-create";
+const OP_REVERT: &str = "volume-snapshot-revert";
+const OP_DELETE: &str = "volume-snapshot-delete";
+
+/// The volume snapshot API over a state directory and a set of drivers.
+#[derive(Clone)]
+pub struct VolumeApi {
+    layout: Layout,
+    drivers: Vec<Arc<dyn VolumeDriver>>,
+}
+
+impl std::fmt::Debug for VolumeApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kinds: Vec<&str> = self.drivers.iter().map(|d| d.kind()).collect();
+        f.debug_struct("VolumeApi")
+            .field("layout", &self.layout)
+            .field("drivers", &kinds)
+            .finish()
+    }
+}
+
+/// The qcow2 magic, `QFI\xfb`.
+const QCOW2_MAGIC: [u8; 4] = [b'Q', b'F', b'I', 0xfb];
+
+/// Seconds since the epoch, now.
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn conf_mode(mode: SnapshotMode) -> VolSnapshotMode {
+    match mode {
+        SnapshotMode::Internal => VolSnapshotMode::Internal,
+        SnapshotMode::External => VolSnapshotMode::External,
+        SnapshotMode::Copy => VolSnapshotMode::Copy,
+    }
+}
+
+fn driver_mode(mode: Option<VolSnapshotMode>) -> SnapshotMode {
+    match mode {
+        Some(VolSnapshotMode::External) => SnapshotMode::External,
+        Some(VolSnapshotMode::Copy) => SnapshotMode::Copy,
+        _ => SnapshotMode::Internal,
+    }
+}
+
+fn storage_format(format: &VolumeFormat) -> Option<StorageFormat> {
+    format.as_str().parse().ok()
+}
+
+/// The volume snapshot definition of a stored record.
+fn vol_def(record: &SnapshotRecord) -> Option<&VolSnapshotDef> {
+    match record {
+        SnapshotRecord::Volume(v) => Some(v),
+        SnapshotRecord::Domain(_) => None,
+    }
+}
+
+/// What a driver needs to know of a stored snapshot.
+fn snapshot_ref(def: &VolSnapshotDef) -> SnapshotRef {
+    SnapshotRef {
+        name: def.name.clone().unwrap_or_default(),
+        mode: driver_mode(def.target.mode),
+        file: def.target.source.path.as_ref().map(PathBuf::from),
+        checksum: def.target.checksum.as_ref().map(|c| Checksum {
+            algorithm: c.algorithm.clone(),
+            value: c.value.clone(),
+        }),
+    }
+}
+
+impl VolumeApi {
+    /// The API over the state directory of `layout`, with `drivers` in
+    /// order of preference.
+    #[must_use]
+    pub fn new(layout: Layout, drivers: Vec<Arc<dyn VolumeDriver>>) -> Self {
+        Self { layout, drivers }
+    }
+
+    /// The volume at `path`, its format read from its first bytes (qcow2
+    /// or raw) unless given.
+    ///
+    /// # Errors
+    /// [`VolumeError::NoVolume`], or the file cannot be read.
+    pub fn volume(&self, path: &Path, format: Option<VolumeFormat>) -> Result<Volume, VolumeError> {
+        let absolute = std::path::absolute(path).map_err(|_| VolumeError::NoVolume {
+            path: path.to_path_buf(),
+        })?;
+        if !absolute.exists() {
+            return Err(VolumeError::NoVolume {
+                path: path.to_path_buf(),
+            });
+        }
+        let format = match format {
+            Some(f) => f,
+            None => {
+                use std::io::Read as _;
+                let mut magic = [0u8; 4];
+                let mut file = std::fs::File::open(&absolute)
+                    .map_err(DriverError::io("opening", &absolute))?;
+                let read = file
+                    .read(&mut magic)
+                    .map_err(DriverError::io("reading", &absolute))?;
+                if read == 4 && magic == QCOW2_MAGIC {
+                    VolumeFormat::Qcow2
+                } else {
+                    VolumeFormat::Raw
+                }
+            }
+        };
+        Ok(Volume::new(absolute, format))
+    }
+
+    fn owner(volume: &Volume) -> Owner {
+        Owner::Volume(volume.path.to_string_lossy().into_owned())
+    }
+
+    fn label(volume: &Volume) -> String {
+        volume.path.display().to_string()
+    }
+
+    /// Opens the volume's metadata.
+    ///
+    /// # Errors
+    /// As [`MetadataStore::open`].
+    pub fn store(&self, volume: &Volume, access: Access) -> Result<MetadataStore, VolumeError> {
+        Ok(MetadataStore::open(&self.layout, Self::owner(volume), access)?)
+    }
+
+    fn driver(&self, kind: &str) -> Option<&Arc<dyn VolumeDriver>> {
+        self.drivers.iter().find(|d| d.kind() == kind)
+    }
+
+    /// The driver for `mode` on `volume`: the one named, else the first
+    /// that declares the mode, with its capabilities.
+    async fn choose(
+        &self,
+        volume: &Volume,
+        mode: SnapshotMode,
+        named: Option<&str>,
+    ) -> Result<(Arc<dyn VolumeDriver>, Capabilities), VolumeError> {
+        let mut refusals = Vec::new();
+        for driver in &self.drivers {
+            if named.is_some_and(|n| n != driver.kind()) {
+                continue;
+            }
+            let caps = driver.capabilities(volume, VolumeState::Offline).await?;
+            if caps.supports(mode) {
+                return Ok((Arc::clone(driver), caps));
+            }
+            refusals.push(driver.kind());
+        }
+        let hint = match (mode, &volume.format) {
+            (SnapshotMode::Internal | SnapshotMode::External, VolumeFormat::Raw) => {
+                "use --mode copy or convert to qcow2 (qemu-img convert -O qcow2)".to_string()
+            }
+            _ if named.is_some() && refusals.is_empty() => format!(
+                "no driver named '{}' is available; known: {}",
+                named.unwrap_or_default(),
+                self.drivers
+                    .iter()
+                    .map(|d| d.kind())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => "use another --mode".to_string(),
+        };
+        Err(VolumeError::NoDriver {
+            volume: Self::label(volume),
+            format: volume.format.to_string(),
+            mode,
+            hint,
+        })
+    }
+
+    /// The definition of `name`, with the driver that made it.
+    fn stored(
+        store: &MetadataStore,
+        volume: &Volume,
+        name: &str,
+    ) -> Result<VolSnapshotDef, VolumeError> {
+        store
+            .get(name)
+            .and_then(vol_def)
+            .cloned()
+            .ok_or_else(|| VolumeError::NoSnapshot {
+                volume: Self::label(volume),
+                name: name.to_string(),
+            })
+    }
+
+    fn driver_of(&self, volume: &Volume, def: &VolSnapshotDef) -> Result<Arc<dyn VolumeDriver>, VolumeError> {
+        let kind = def
+            .volume
+            .as_ref()
+            .and_then(|v| v.driver.as_deref())
+            .unwrap_or("");
+        self.driver(kind).cloned().ok_or_else(|| {
+            VolumeError::Invalid(format!(
+                "snapshot '{}' of {} was taken by driver '{kind}', which is not available here",
+                def.name.as_deref().unwrap_or_default(),
+                Self::label(volume)
+            ))
+        })
+    }
+
+    /// `virStorageVolSnapshotCreateXML`: takes a snapshot of `volume`,
+    /// described by `xml` (a `<volsnapshot>`, optional) and `options`
+    /// (which win over the XML), and returns its definition. It becomes
+    /// the current snapshot, child of the previous current one.
+    ///
+    /// # Errors
+    /// Invalid XML or options, a taken name, no driver for the mode, the
+    /// driver's refusal or failure (nothing is left behind), or the store's.
+    pub async fn snapshot_create_xml(
+        &self,
+        volume: &Volume,
+        xml: Option<&str>,
+        options: &CreateOptions,
+        progress: Option<&Progress>,
+    ) -> Result<VolSnapshotDef, VolumeError> {
+        let created_at = now();
+        let mut def = match xml {
+            Some(text) => {
+                let mut parse = ParseOptions::new(ParseFlags::VALIDATE);
+                parse.creation_time = Some(created_at);
+                VolSnapshotDef::parse(text, &parse)?.def
+            }
+            None => VolSnapshotDef {
+                name: Some(created_at.to_string()),
+                ..VolSnapshotDef::default()
+            },
+        };
+        def.creation_time = Some(created_at);
+        if let Some(n) = &options.name {
+            def.name = Some(n.clone());
+        }
+        if options.description.is_some() {
+            def.description.clone_from(&options.description);
+        }
+        let name = def.name.clone().unwrap_or_else(|| created_at.to_string());
+        crate::store::layout::snapshot_file_name(&name)?;
+        let mode = options
+            .mode
+            .or(def.target.mode.map(|m| driver_mode(Some(m))))
+            .unwrap_or(if volume.format == VolumeFormat::Qcow2 {
+                SnapshotMode::Internal
+            } else {
+                SnapshotMode::Copy
+            });
+        let named = options
+            .driver
+            .as_deref()
+            .or(def.volume.as_ref().and_then(|v| v.driver.as_deref()));
+        let (driver, caps) = self.choose(volume, mode, named).await?;
+        let file = match mode {
+            SnapshotMode::Internal => None,
+            _ => Some(
+                options
+                    .file
+                    .clone()
+                    .or_else(|| def.target.source.path.as_ref().map(PathBuf::from))
+                    .map_or_else(|| default_file(volume, &name), Ok)?,
+            ),
+        };
+        if let Some(f) = &file
+            && f.exists()
+        {
+            return Err(DriverError::Exists {
+                what: format!("snapshot file {}", f.display()),
+            }
+            .into());
+        }
+        let plan = SnapshotPlan {
+            name: name.clone(),
+            mode,
+            file: file.clone(),
+            checksum: options.checksum && caps.checksums,
+        };
+        let mut store = self.store(volume, Access::Write)?;
+        if store.tree().contains(&name) {
+            return Err(VolumeError::NameTaken {
+                volume: Self::label(volume),
+                name,
+            });
+        }
+        def.name = Some(name.clone());
+        def.state = Some(VolSnapshotState::Offline);
+        def.volume = Some(VolumeRef {
+            path: Some(volume.path.to_string_lossy().into_owned()),
+            key: None,
+            format: storage_format(&volume.format),
+            driver: Some(driver.kind().to_string()),
+        });
+        def.target.mode = Some(conf_mode(mode));
+        def.target.source = match &file {
+            Some(f) => DiskSource::file(f.to_string_lossy().into_owned()),
+            None => DiskSource::new(snapshot_conf::SourceKind::File),
+        };
+        if options.dry_run {
+            def.parent = store.tree().current().map(str::to_string);
+            return Ok(def);
+        }
+        let payload = create_payload(driver.kind(), &plan);
+        store.begin_intent(Intent::new(OP_CREATE, &[Recovery::RollBack], &payload))?;
+        let created = match driver.create(volume, &plan, progress).await {
+            Ok(c) => c,
+            Err(e) => {
+                // The driver left nothing behind: the intent can go.
+                let _ = store.end_intent();
+                return Err(e.into());
+            }
+        };
+        store.advance_intent(1, None)?;
+        if let Some(f) = &created.format {
+            def.target.format = storage_format(f);
+        }
+        def.target.checksum = created.checksum.as_ref().map(|c| VolChecksum {
+            algorithm: c.algorithm.clone(),
+            value: c.value.clone(),
+        });
+        if let Err(e) = store.create(SnapshotRecord::Volume(Box::new(def.clone()))) {
+            // Undone: nothing is left, the intent can go. Not undone: the
+            // intent stays, and recovery rolls the create back.
+            if driver.undo(volume, &created).await.is_ok() {
+                let _ = store.end_intent();
+            }
+            return Err(e.into());
+        }
+        store.end_intent()?;
+        def.parent = store
+            .get(&name)
+            .and_then(vol_def)
+            .and_then(|d| d.parent.clone());
+        Ok(def)
+    }
+
+    /// `virStorageVolSnapshotListNames`, in creation order.
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn snapshot_list_names(&self, volume: &Volume) -> Result<Vec<String>, VolumeError> {
+        let store = self.store(volume, Access::Read)?;
+        let mut names: Vec<(i64, String)> = store
+            .tree()
+            .list(&ListFilter::default())
+            .map_err(StoreError::from)?
+            .into_iter()
+            .map(|n| {
+                let t = store.tree().get(n).map_or(0, |i| i.creation_time);
+                (t, n.to_string())
+            })
+            .collect();
+        names.sort();
+        Ok(names.into_iter().map(|(_, n)| n).collect())
+    }
+
+    /// `virStorageVolSnapshotNum`.
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn snapshot_num(&self, volume: &Volume) -> Result<usize, VolumeError> {
+        Ok(self.store(volume, Access::Read)?.tree().len())
+    }
+
+    /// `virStorageVolHasCurrentSnapshot`.
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn has_current_snapshot(&self, volume: &Volume) -> Result<bool, VolumeError> {
+        Ok(self.store(volume, Access::Read)?.tree().current().is_some())
+    }
+
+    /// `virStorageVolSnapshotCurrent`: the current snapshot's definition.
+    ///
+    /// # Errors
+    /// [`VolumeError::NoCurrent`], or the store's.
+    pub fn snapshot_current(&self, volume: &Volume) -> Result<VolSnapshotDef, VolumeError> {
+        let store = self.store(volume, Access::Read)?;
+        let name = store
+            .tree()
+            .current()
+            .ok_or_else(|| VolumeError::NoCurrent {
+                volume: Self::label(volume),
+            })?
+            .to_string();
+        Self::stored(&store, volume, &name)
+    }
+
+    /// `virStorageVolSnapshotLookupByName`.
+    ///
+    /// # Errors
+    /// [`VolumeError::NoSnapshot`], or the store's.
+    pub fn snapshot_lookup_by_name(
+        &self,
+        volume: &Volume,
+        name: &str,
+    ) -> Result<VolSnapshotDef, VolumeError> {
+        let store = self.store(volume, Access::Read)?;
+        let mut def = Self::stored(&store, volume, name)?;
+        def.parent = store
+            .tree()
+            .parent(name)
+            .map_err(StoreError::from)?
+            .map(str::to_string);
+        Ok(def)
+    }
+
+    /// `virStorageVolSnapshotGetXMLDesc`: the `<volsnapshot>` of `name`.
+    ///
+    /// # Errors
+    /// As [`VolumeApi::snapshot_lookup_by_name`].
+    pub fn snapshot_get_xml_desc(&self, volume: &Volume, name: &str) -> Result<String, VolumeError> {
+        let def = self.snapshot_lookup_by_name(volume, name)?;
+        Ok(def.format(&FormatOptions::new(FormatFlags::SECURE)))
+    }
+
+    /// `virStorageVolRevertToSnapshot`: the volume's content becomes
+    /// `name`'s and `name` becomes current. Later snapshots stay unless
+    /// `options.drop_newer` (then `name`'s descendants are deleted).
+    ///
+    /// # Errors
+    /// Unknown snapshot, the driver's refusal (a checksum mismatch changes
+    /// nothing), or the store's.
+    pub async fn revert_to_snapshot(
+        &self,
+        volume: &Volume,
+        name: &str,
+        options: RevertOptions,
+        progress: Option<&Progress>,
+    ) -> Result<(), VolumeError> {
+        let mut store = self.store(volume, Access::Write)?;
+        let def = Self::stored(&store, volume, name)?;
+        let driver = self.driver_of(volume, &def)?;
+        let target = snapshot_ref(&def);
+        store.begin_intent(Intent::new(OP_REVERT, &[Recovery::Finish], name))?;
+        if let Err(e) = driver.revert(volume, &target, options.verify, progress).await {
+            // Drivers change nothing when they fail.
+            let _ = store.end_intent();
+            return Err(e.into());
+        }
+        store.advance_intent(1, None)?;
+        store.set_current(Some(name))?;
+        store.end_intent()?;
+        drop(store);
+        if options.drop_newer {
+            self.snapshot_delete(volume, name, DeletePolicy::ChildrenOnly, progress)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// `virStorageVolSnapshotDelete`.
+    ///
+    /// # Errors
+    /// Unknown snapshot, a driver's refusal (children it cannot rebase),
+    /// or the store's. Storage deleted before a failure stays deleted and
+    /// its metadata goes with it.
+    pub async fn snapshot_delete(
+        &self,
+        volume: &Volume,
+        name: &str,
+        policy: DeletePolicy,
+        progress: Option<&Progress>,
+    ) -> Result<Vec<String>, VolumeError> {
+        let mut store = self.store(volume, Access::Write)?;
+        Self::stored(&store, volume, name)?;
+        if policy == DeletePolicy::MetadataOnly {
+            return Ok(store.delete(name, ChildPolicy::Rebase)?);
+        }
+        // Children first: each is a leaf when its turn comes (reversed
+        // pre-order puts every snapshot after all its descendants).
+        let doomed: Vec<String> = match policy {
+            DeletePolicy::Rebase | DeletePolicy::MetadataOnly => vec![name.to_string()],
+            DeletePolicy::Children | DeletePolicy::ChildrenOnly => {
+                let tree = store.tree();
+                let mut order = Vec::new();
+                let mut stack = vec![name.to_string()];
+                while let Some(n) = stack.pop() {
+                    for c in tree.children(&n).map_err(StoreError::from)? {
+                        stack.push(c.to_string());
+                    }
+                    order.push(n);
+                }
+                if policy == DeletePolicy::ChildrenOnly {
+                    order.remove(0);
+                }
+                order.reverse();
+                order
+            }
+        };
+        store.begin_intent(Intent::new(OP_DELETE, &[Recovery::Finish], &doomed.join("\n")))?;
+        for (step, gone) in doomed.iter().enumerate() {
+            self.delete_storage(&store, volume, gone, progress).await?;
+            // Its storage is gone: its metadata goes now, so a failure
+            // later never leaves metadata naming storage that is gone.
+            store.delete(gone, ChildPolicy::Rebase)?;
+            store.advance_intent(u32::try_from(step + 1).unwrap_or(u32::MAX), None)?;
+        }
+        store.end_intent()?;
+        Ok(doomed)
+    }
+
+    /// Removes the storage of `name`, its current children keeping their
+    /// contents.
+    async fn delete_storage(
+        &self,
+        store: &MetadataStore,
+        volume: &Volume,
+        name: &str,
+        progress: Option<&Progress>,
+    ) -> Result<(), VolumeError> {
+        let def = Self::stored(store, volume, name)?;
+        let driver = self.driver_of(volume, &def)?;
+        let tree = store.tree();
+        let refs_of = |names: Vec<&str>| -> Vec<SnapshotRef> {
+            names
+                .into_iter()
+                .filter_map(|n| store.get(n).and_then(vol_def).map(snapshot_ref))
+                .collect()
+        };
+        let context = DeleteContext {
+            parent: tree
+                .parent(name)
+                .map_err(StoreError::from)?
+                .and_then(|p| store.get(p).and_then(vol_def).map(snapshot_ref)),
+            children: refs_of(tree.children(name).map_err(StoreError::from)?),
+            is_current: tree.is_current(name),
+        };
+        driver
+            .delete(volume, &snapshot_ref(&def), &context, progress)
+            .await?;
+        Ok(())
+    }
+
+    /// Recovers an operation on `volume` that a crash interrupted (see the
+    /// module comment): a create is rolled back (its storage undone, its
+    /// metadata removed), a revert or delete is finished.
+    ///
+    /// # Errors
+    /// Nothing pending, or the recovery failed (the intent stays).
+    pub async fn recover(&self, volume: &Volume) -> Result<(Intent, Recovery), VolumeError> {
+        let mut store = self.store(volume, Access::Write)?;
+        let Some(pending) = store.pending_intent().cloned() else {
+            return Err(VolumeError::Invalid(format!(
+                "no interrupted operation is pending on {}",
+                Self::label(volume)
+            )));
+        };
+        let how = pending.recoveries[0];
+        // Recovery needs the drivers, which are async: do the storage part
+        // here, then let the store's handler finish the metadata and clear
+        // the intent.
+        match pending.operation.as_str() {
+            OP_CREATE => {
+                let (kind, plan) = parse_create_payload(&pending.payload).ok_or_else(|| {
+                    VolumeError::Invalid(format!(
+                        "the record of the interrupted create on {} cannot be read",
+                        Self::label(volume)
+                    ))
+                })?;
+                if store.tree().contains(&plan.name) {
+                    store.delete(&plan.name, ChildPolicy::Rebase)?;
+                }
+                if let Some(driver) = self.driver(&kind) {
+                    let created = CreatedSnapshot {
+                        name: plan.name.clone(),
+                        mode: plan.mode,
+                        file: plan.file.clone(),
+                        format: None,
+                        checksum: None,
+                        size: None,
+                    };
+                    driver.undo(volume, &created).await?;
+                }
+            }
+            OP_REVERT => {
+                let name = pending.payload.trim();
+                if pending.step == 0 {
+                    let def = Self::stored(&store, volume, name)?;
+                    let driver = self.driver_of(volume, &def)?;
+                    driver
+                        .revert(volume, &snapshot_ref(&def), false, None)
+                        .await?;
+                }
+                if store.tree().contains(name) {
+                    store.set_current(Some(name))?;
+                }
+            }
+            OP_DELETE => {
+                for name in pending.payload.lines().filter(|n| !n.is_empty()) {
+                    if !store.tree().contains(name) {
+                        continue;
+                    }
+                    self.delete_storage(&store, volume, name, None).await?;
+                    store.delete(name, ChildPolicy::Rebase)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(store.recover_intent(&[&Done(pending.operation.clone())], Some(how))?)
+    }
+}
+
+/// The store-side handler of an intent whose storage part
+/// [`VolumeApi::recover`] has just done: nothing is left but clearing it.
+struct Done(String);
+
+impl IntentHandler for Done {
+    fn operation(&self) -> &str {
+        &self.0
+    }
+
+    fn recover(
+        &self,
+        _store: &mut MetadataStore,
+        _intent: &Intent,
+        _how: Recovery,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(())
+    }
+}
+
+/// `VOLUME.NAME` beside the volume.
+fn default_file(volume: &Volume, name: &str) -> Result<PathBuf, VolumeError> {
+    let file = format!("{}.{name}", volume.file_name());
+    if file.len() > 255 {
+        return Err(VolumeError::Invalid(format!(
+            "the snapshot file name '{file}' would be longer than 255 bytes; give a shorter \
+             snapshot name or a file with --file"
+        )));
+    }
+    Ok(volume
+        .path
+        .parent()
+        .map_or_else(|| PathBuf::from(&file), |d| d.join(&file)))
+}
+
+/// The payload of a create intent: driver kind, mode, name, file.
+fn create_payload(kind: &str, plan: &SnapshotPlan) -> String {
+    format!(
+        "{kind}\n{}\n{}\n{}\n",
+        plan.mode,
+        plan.name,
+        plan.file
+            .as_ref()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    )
+}
+
+fn parse_create_payload(payload: &str) -> Option<(String, SnapshotPlan)> {
+    let mut lines = payload.split('\n');
+    let kind = lines.next()?.to_string();
+    let mode = match lines.next()? {
+        "internal" => SnapshotMode::Internal,
+        "external" => SnapshotMode::External,
+        "copy" => SnapshotMode::Copy,
+        _ => return None,
+    };
+    let name = lines.next()?.to_string();
+    let file = lines.next()?;
+    Some((
+        kind,
+        SnapshotPlan {
+            name,
+            mode,
+            file: (!file.is_empty()).then(|| PathBuf::from(file)),
+            checksum: false,
+        },
+    ))
+}
