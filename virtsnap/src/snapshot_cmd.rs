@@ -383,7 +383,7 @@ fn list(a: &ListArgs) -> Result<String, CmdError> {
 
 /// virsh's table: a leading space, columns padded to their widest cell,
 /// three spaces apart, a dashed rule under the header.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -420,7 +420,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 /// Names sorted as virsh sorts them: by name ignoring ASCII case (then
 /// by name, so the order is total).
-fn by_name(mut names: Vec<&str>) -> Vec<&str> {
+pub(crate) fn by_name(mut names: Vec<&str>) -> Vec<&str> {
     names.sort_by_cached_key(|n| (n.to_ascii_lowercase(), *n));
     names
 }
@@ -432,7 +432,7 @@ fn by_name(mut names: Vec<&str>) -> Vec<&str> {
 /// line holding only the indentation. Each level indents two more
 /// columns, so a chain of n snapshots prints O(n²) characters, as virsh
 /// does. Iterative: any depth fits the stack.
-fn tree_text(tree: &SnapshotTree, from: Option<&str>, listed: &[&str]) -> String {
+pub(crate) fn tree_text(tree: &SnapshotTree, from: Option<&str>, listed: &[&str]) -> String {
     let position: HashMap<&str, usize> = listed.iter().enumerate().map(|(i, n)| (*n, i)).collect();
     // Children of each listed snapshot (and of `from`), in list order.
     let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
@@ -672,7 +672,7 @@ fn delete(a: &DeleteArgs) -> Result<String, CmdError> {
 }
 
 /// `YYYY-MM-DD HH:MM:SS +0000` as virsh prints creation times (in UTC).
-fn format_time(secs: i64) -> String {
+pub(crate) fn format_time(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

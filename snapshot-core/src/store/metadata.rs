@@ -278,7 +278,10 @@ impl SnapshotRecord {
                         StateKind::DiskOnly
                     }
                 };
-                let location = if v.target.mode == Some(VolSnapshotMode::External) {
+                let location = if matches!(
+                    v.target.mode,
+                    Some(VolSnapshotMode::External | VolSnapshotMode::Copy)
+                ) {
                     Location::External
                 } else {
                     Location::Internal
