@@ -379,9 +379,19 @@ impl VolumeApi {
         }
         let name = def.name.clone().unwrap_or_else(|| created_at.to_string());
         crate::store::layout::snapshot_file_name(&name)?;
+        let mut store = self.store(volume, Access::Write)?;
+        // Default mode: what the volume's snapshots already use, else
+        // internal for qcow2 and a copy for anything else.
+        let existing = store
+            .tree()
+            .list(&ListFilter::default())
+            .map_err(StoreError::from)?
+            .into_iter()
+            .find_map(|n| store.get(n).and_then(vol_def).map(|d| driver_mode(d.target.mode)));
         let mode = options
             .mode
             .or(def.target.mode.map(|m| driver_mode(Some(m))))
+            .or(existing)
             .unwrap_or(if volume.format == VolumeFormat::Qcow2 {
                 SnapshotMode::Internal
             } else {
@@ -416,13 +426,13 @@ impl VolumeApi {
             file: file.clone(),
             checksum: options.checksum && caps.checksums,
         };
-        let mut store = self.store(volume, Access::Write)?;
         if store.tree().contains(&name) {
             return Err(VolumeError::NameTaken {
                 volume: Self::label(volume),
                 name,
             });
         }
+        Self::check_mixing(&store, volume, mode)?;
         def.name = Some(name.clone());
         def.state = Some(VolSnapshotState::Offline);
         def.volume = Some(VolumeRef {
@@ -472,6 +482,35 @@ impl VolumeApi {
             .and_then(vol_def)
             .and_then(|d| d.parent.clone());
         Ok(def)
+    }
+
+    /// Refuses mixing external snapshots with the others on one volume:
+    /// an external snapshot moves the volume's file (with any internal
+    /// snapshot inside it) under a new overlay, and a copy of an overlay
+    /// depends on the chain below it, so either would stop meaning what
+    /// its metadata says.
+    fn check_mixing(
+        store: &MetadataStore,
+        volume: &Volume,
+        mode: SnapshotMode,
+    ) -> Result<(), VolumeError> {
+        let existing = store
+            .tree()
+            .list(&ListFilter::default())
+            .map_err(StoreError::from)?
+            .into_iter()
+            .filter_map(|n| store.get(n).and_then(vol_def))
+            .map(|d| driver_mode(d.target.mode))
+            .find(|m| (*m == SnapshotMode::External) != (mode == SnapshotMode::External));
+        match existing {
+            None => Ok(()),
+            Some(other) => Err(VolumeError::Invalid(format!(
+                "{} already has {other} snapshots; {mode} and {other} snapshots cannot be \
+                 mixed on one volume (an external snapshot moves the volume's file under a new \
+                 overlay); keep to --mode {other}, or delete its snapshots first",
+                Self::label(volume)
+            ))),
+        }
     }
 
     /// `virStorageVolSnapshotListNames`, in creation order.
