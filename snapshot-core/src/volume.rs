@@ -263,7 +263,11 @@ impl VolumeApi {
     /// # Errors
     /// As [`MetadataStore::open`].
     pub fn store(&self, volume: &Volume, access: Access) -> Result<MetadataStore, VolumeError> {
-        Ok(MetadataStore::open(&self.layout, Self::owner(volume), access)?)
+        Ok(MetadataStore::open(
+            &self.layout,
+            Self::owner(volume),
+            access,
+        )?)
     }
 
     fn driver(&self, kind: &str) -> Option<&Arc<dyn VolumeDriver>> {
@@ -328,7 +332,11 @@ impl VolumeApi {
             })
     }
 
-    fn driver_of(&self, volume: &Volume, def: &VolSnapshotDef) -> Result<Arc<dyn VolumeDriver>, VolumeError> {
+    fn driver_of(
+        &self,
+        volume: &Volume,
+        def: &VolSnapshotDef,
+    ) -> Result<Arc<dyn VolumeDriver>, VolumeError> {
         let kind = def
             .volume
             .as_ref()
@@ -387,7 +395,12 @@ impl VolumeApi {
             .list(&ListFilter::default())
             .map_err(StoreError::from)?
             .into_iter()
-            .find_map(|n| store.get(n).and_then(vol_def).map(|d| driver_mode(d.target.mode)));
+            .find_map(|n| {
+                store
+                    .get(n)
+                    .and_then(vol_def)
+                    .map(|d| driver_mode(d.target.mode))
+            });
         let mode = options
             .mode
             .or(def.target.mode.map(|m| driver_mode(Some(m))))
@@ -588,7 +601,11 @@ impl VolumeApi {
     ///
     /// # Errors
     /// As [`VolumeApi::snapshot_lookup_by_name`].
-    pub fn snapshot_get_xml_desc(&self, volume: &Volume, name: &str) -> Result<String, VolumeError> {
+    pub fn snapshot_get_xml_desc(
+        &self,
+        volume: &Volume,
+        name: &str,
+    ) -> Result<String, VolumeError> {
         let def = self.snapshot_lookup_by_name(volume, name)?;
         Ok(def.format(&FormatOptions::new(FormatFlags::SECURE)))
     }
@@ -612,7 +629,10 @@ impl VolumeApi {
         let driver = self.driver_of(volume, &def)?;
         let target = snapshot_ref(&def);
         store.begin_intent(Intent::new(OP_REVERT, &[Recovery::Finish], name))?;
-        if let Err(e) = driver.revert(volume, &target, options.verify, progress).await {
+        if let Err(e) = driver
+            .revert(volume, &target, options.verify, progress)
+            .await
+        {
             // Drivers change nothing when they fail.
             let _ = store.end_intent();
             return Err(e.into());
@@ -667,7 +687,11 @@ impl VolumeApi {
                 order
             }
         };
-        store.begin_intent(Intent::new(OP_DELETE, &[Recovery::Finish], &doomed.join("\n")))?;
+        store.begin_intent(Intent::new(
+            OP_DELETE,
+            &[Recovery::Finish],
+            &doomed.join("\n"),
+        ))?;
         for (step, gone) in doomed.iter().enumerate() {
             self.delete_storage(&store, volume, gone, progress).await?;
             // Its storage is gone: its metadata goes now, so a failure
