@@ -3,6 +3,8 @@
 //! the volume API, the planner and the executor come with the following
 //! issues (see DESIGN.md).
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod driver;
 pub mod store;
 pub mod tree;
