@@ -9,11 +9,13 @@
 //! flags. Data goes to stdout, messages to stderr; the exit status is one
 //! of [`EXIT_STATUS`].
 
+mod demo;
 mod domain_cmd;
 mod help;
 mod logging;
 mod snapshot_cmd;
 mod transfer_cmd;
+mod vol_cmd;
 mod xml_cmd;
 
 use std::ffi::OsString;
@@ -77,6 +79,11 @@ enum Command {
     Snapshot(snapshot_cmd::SnapshotCommand),
     #[command(flatten)]
     Transfer(transfer_cmd::TransferCommand),
+    #[command(flatten)]
+    Volume(vol_cmd::VolCommand),
+    /// Show what virtsnap does on three scratch volumes (internal qcow2,
+    /// an external qcow2 chain, a raw copy), checking every step.
+    Demo,
     /// Snapshot XML documents.
     #[command(subcommand)]
     Xml(xml_cmd::XmlCommand),
@@ -116,6 +123,13 @@ const GROUPS: &[help::GroupSpec] = &[
         ],
     },
     help::GroupSpec {
+        title: "Storage Volume Snapshot",
+        keyword: "volume",
+        members: &[help::Members::Flattened(
+            <vol_cmd::VolCommand as Subcommand>::augment_subcommands,
+        )],
+    },
+    help::GroupSpec {
         title: "Snapshot XML",
         keyword: "xmldoc",
         members: &[help::Members::Named("xml")],
@@ -124,6 +138,7 @@ const GROUPS: &[help::GroupSpec] = &[
         title: "virtsnap itself",
         keyword: "virtsnap",
         members: &[
+            help::Members::Named("demo"),
             help::Members::Named("help"),
             help::Members::Named("completions"),
         ],
@@ -168,6 +183,8 @@ where
         Command::Domain(c) => domain_cmd::run(&c),
         Command::Snapshot(c) => snapshot_cmd::run(&c),
         Command::Transfer(c) => transfer_cmd::run(&c),
+        Command::Volume(c) => vol_cmd::run(&c),
+        Command::Demo => demo::run(),
         Command::Xml(c) => xml_cmd::run(&c),
         Command::Help(a) => help::run(&a, command(), &help::groups(&cmd, GROUPS)),
         Command::Completions(a) => completions(a.shell),

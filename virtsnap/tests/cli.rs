@@ -109,7 +109,7 @@ fn test_help_unknown_topic_is_a_usage_error_naming_the_keywords() {
     let (out, _state) = virtsnap(&["help", "snapshots"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("the keywords are: domain, snapshot, xmldoc, virtsnap"),
+        stderr(&out).contains("the keywords are: domain, snapshot, volume, xmldoc, virtsnap"),
         "{}",
         stderr(&out)
     );

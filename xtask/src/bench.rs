@@ -36,6 +36,12 @@ pub const BENCHES: &[Bench] = &[
         target: "store",
         about: "virtsnap metadata commands as whole processes at 1 000 and 10 000 snapshots",
     },
+    Bench {
+        name: "volume",
+        package: "virtsnap",
+        target: "volume",
+        about: "vol-snapshot-* against qemu-img, mv and cp doing the same storage work",
+    },
 ];
 
 /// Runs the benchmark called `name`, or all of them, forwarding `args` to
