@@ -1155,6 +1155,15 @@ impl MetadataStore {
         if old.as_deref() == name {
             return Ok(());
         }
+        // An unknown name is the tree's NotFound, not an unreadable file.
+        if let Some(n) = name
+            && !self.tree.contains(n)
+        {
+            return Err(TreeError::NotFound {
+                name: n.to_string(),
+            }
+            .into());
+        }
         self.check_loadable(name.into_iter().chain(old.as_deref()))?;
         self.tree.set_current(name)?;
         let mut journal = Journal::new("set-current");
