@@ -39,14 +39,21 @@ use snapshot_core::driver::{
 };
 
 use crate::qcow2::Qcow2Header;
-use crate::qemu_img::QemuImg;
+use crate::qemu_img::{QemuImg, Version};
 
 const KIND: &str = "qemu";
+
+/// The oldest `qemu-img` the driver runs: every option it uses
+/// (`create -F -u`, `commit -d`, `rebase -b ""`, `snapshot -q`) is older,
+/// and it is tested with 7.2 and 10.0.
+pub const MIN_QEMU_IMG: Version = (4, 0, 0);
 
 /// The qcow2 driver (see the module comment).
 #[derive(Debug, Clone, Default)]
 pub struct QemuDriver {
     qemu_img: QemuImg,
+    /// `qemu-img --version`, asked once.
+    version: tokio::sync::OnceCell<Version>,
 }
 
 fn s(p: &Path) -> String {
@@ -124,7 +131,37 @@ impl QemuDriver {
     /// The driver, running the given `qemu-img`.
     #[must_use]
     pub fn with_qemu_img(qemu_img: QemuImg) -> Self {
-        Self { qemu_img }
+        Self {
+            qemu_img,
+            version: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The version of its `qemu-img`, refusing one older than
+    /// [`MIN_QEMU_IMG`].
+    ///
+    /// # Errors
+    /// `qemu-img` cannot be run, or is too old.
+    pub async fn version(&self) -> Result<Version, DriverError> {
+        let version = *self
+            .version
+            .get_or_try_init(|| self.qemu_img.version())
+            .await?;
+        if version < MIN_QEMU_IMG {
+            let (major, minor, micro) = version;
+            let (need_major, need_minor, _) = MIN_QEMU_IMG;
+            return Err(DriverError::Unsupported {
+                driver: KIND,
+                operation: "use qemu-img".into(),
+                volume: "any volume".into(),
+                reason: format!("qemu-img {major}.{minor}.{micro} is too old"),
+                hint: format!(
+                    "install qemu-img {need_major}.{need_minor} or newer (Debian: qemu-utils)"
+                ),
+            });
+        }
+        tracing::debug!(?version, "qemu-img version");
+        Ok(version)
     }
 
     /// The `qemu-img` it runs.
@@ -447,6 +484,9 @@ impl VolumeDriver for QemuDriver {
         plan: &SnapshotPlan,
         _progress: Option<&Progress>,
     ) -> Result<CreatedSnapshot, DriverError> {
+        if plan.mode != SnapshotMode::Copy {
+            self.version().await?;
+        }
         match plan.mode {
             SnapshotMode::Internal => self.create_internal(volume, plan).await,
             SnapshotMode::External => self.create_external(volume, plan).await,
@@ -466,6 +506,7 @@ impl VolumeDriver for QemuDriver {
         _verify: bool,
         _progress: Option<&Progress>,
     ) -> Result<(), DriverError> {
+        self.version().await?;
         match snapshot.mode {
             SnapshotMode::Internal => {
                 Self::qcow2_header(volume, "revert to an internal snapshot")?;
@@ -531,6 +572,7 @@ impl VolumeDriver for QemuDriver {
         context: &DeleteContext,
         progress: Option<&Progress>,
     ) -> Result<(), DriverError> {
+        self.version().await?;
         match snapshot.mode {
             SnapshotMode::Internal => {
                 if !volume.path.exists() {

@@ -386,3 +386,37 @@ async fn a_long_commit_reports_progress_to_the_end() {
         "progress never goes back"
     );
 }
+
+#[tokio::test]
+async fn a_qemu_img_older_than_supported_is_refused_by_name() {
+    if !tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A qemu-img that reports an old version; the driver must not run it
+    // for real work.
+    let old = dir.path().join("qemu-img-old");
+    std::fs::write(
+        &old,
+        "#!/bin/sh\n[ \"$1\" = --version ] && echo 'qemu-img version 2.5.0' && exit 0\nexit 99\n",
+    )
+    .expect("script");
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let vol = qcow2_image(dir.path(), "v.qcow2", &[]);
+    let driver = QemuDriver::with_qemu_img(driver_qemu::qemu_img::QemuImg::new(&old));
+    let err = driver
+        .create(&vol, &plan("s", SnapshotMode::Internal, None), None)
+        .await
+        .expect_err("too old");
+    let text = err.to_string();
+    assert!(
+        text.contains("2.5.0 is too old") && text.contains("4.0 or newer"),
+        "{text}"
+    );
+    let real = QemuDriver::new()
+        .version()
+        .await
+        .expect("the installed qemu-img");
+    assert!(real >= driver_qemu::MIN_QEMU_IMG, "{real:?}");
+}

@@ -23,7 +23,7 @@ use snapshot_conf::{
 
 use crate::driver::{
     Capabilities, Checksum, CreatedSnapshot, DeleteContext, DriverError, Progress, SnapshotMode,
-    SnapshotPlan, SnapshotRef, Volume, VolumeDriver, VolumeFormat, VolumeState,
+    SnapshotPlan, SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeFormat, VolumeState,
 };
 use crate::store::intent::{Intent, IntentHandler, Recovery};
 use crate::store::{Access, Layout, LayoutError, MetadataStore, Owner, SnapshotRecord, StoreError};
@@ -141,6 +141,12 @@ const OP_REVERT: &str = "volume-snapshot-revert";
 const OP_DELETE: &str = "volume-snapshot-delete";
 
 /// The volume snapshot API over a state directory and a set of drivers.
+///
+/// Drivers live in their own crates, which this one cannot see: the
+/// runnable example is in `driver_file`'s crate documentation, and a
+/// whole program in `virtsnap/examples/volume_snapshot.rs`. In short:
+/// `VolumeApi::new(Layout::new(dir), drivers)`, then
+/// [`VolumeApi::volume`] for a path, then the `snapshot_*` calls on it.
 #[derive(Clone)]
 pub struct VolumeApi {
     layout: Layout,
@@ -552,6 +558,96 @@ impl VolumeApi {
     /// The store's.
     pub fn snapshot_num(&self, volume: &Volume) -> Result<usize, VolumeError> {
         Ok(self.store(volume, Access::Read)?.tree().len())
+    }
+
+    /// The snapshots the volume's storage holds that its metadata does not
+    /// know: internal snapshots a qcow2 got from `qemu-img snapshot -c` or
+    /// from libvirt. Oldest first.
+    ///
+    /// # Errors
+    /// The volume or its store cannot be read.
+    pub async fn snapshot_discover(
+        &self,
+        volume: &Volume,
+    ) -> Result<Vec<(String, StorageSnapshot)>, VolumeError> {
+        let store = self.store(volume, Access::Read)?;
+        let mut found = Vec::new();
+        for driver in &self.drivers {
+            let caps = driver.capabilities(volume, VolumeState::Offline).await?;
+            if !caps.list {
+                continue;
+            }
+            for snapshot in driver.list(volume).await? {
+                if !store.tree().contains(&snapshot.name) {
+                    found.push((driver.kind().to_string(), snapshot));
+                }
+            }
+        }
+        found.sort_by_key(|(_, x)| x.created.unwrap_or(0));
+        Ok(found)
+    }
+
+    /// Records the snapshots [`VolumeApi::snapshot_discover`] finds (all,
+    /// or those in `only`) as the volume's snapshots, without touching the
+    /// storage. The storage does not say how they descend from each
+    /// other, so they are taken as one line of history: oldest first, each
+    /// the child of the one before, the first the child of the current
+    /// snapshot, the newest becoming current (as if they had been taken
+    /// through virtsnap in that order). Returns the names recorded.
+    ///
+    /// # Errors
+    /// A name in `only` is not found in the storage, a name the store
+    /// cannot take, a volume with external snapshots (whose overlay's
+    /// internal snapshots would mix the two families), a store failure.
+    pub async fn snapshot_import_discovered(
+        &self,
+        volume: &Volume,
+        only: Option<&[String]>,
+    ) -> Result<Vec<String>, VolumeError> {
+        let mut found = self.snapshot_discover(volume).await?;
+        if let Some(only) = only {
+            for name in only {
+                if !found.iter().any(|(_, x)| &x.name == name) {
+                    return Err(VolumeError::Invalid(format!(
+                        "{} holds no unrecorded snapshot named '{name}'; see vol-snapshot-discover",
+                        Self::label(volume)
+                    )));
+                }
+            }
+            found.retain(|(_, x)| only.contains(&x.name));
+        }
+        for (_, x) in &found {
+            crate::store::layout::snapshot_file_name(&x.name)?;
+        }
+        let mut store = self.store(volume, Access::Write)?;
+        Self::check_mixing(&store, volume, SnapshotMode::Internal)?;
+        let mut names = Vec::new();
+        for (kind, x) in found {
+            if store.tree().contains(&x.name) {
+                continue;
+            }
+            let def = VolSnapshotDef {
+                name: Some(x.name.clone()),
+                description: None,
+                state: Some(VolSnapshotState::Offline),
+                parent: None,
+                creation_time: Some(x.created.unwrap_or_else(now)),
+                volume: Some(VolumeRef {
+                    path: Some(volume.path.to_string_lossy().into_owned()),
+                    key: None,
+                    format: storage_format(&volume.format),
+                    driver: Some(kind),
+                }),
+                target: snapshot_conf::VolSnapshotTarget {
+                    mode: Some(conf_mode(x.mode)),
+                    source: DiskSource::new(snapshot_conf::SourceKind::File),
+                    ..snapshot_conf::VolSnapshotTarget::default()
+                },
+            };
+            store.create(SnapshotRecord::Volume(Box::new(def)))?;
+            names.push(x.name);
+        }
+        Ok(names)
     }
 
     /// `virStorageVolHasCurrentSnapshot`.

@@ -45,6 +45,24 @@ pub enum VolCommand {
     /// Finish or roll back an operation on a volume that a crash interrupted.
     #[command(name = "vol-snapshot-recover")]
     Recover(VolArgs),
+    /// List the snapshots inside a volume that virtsnap has no record of
+    /// (made by qemu-img or libvirt), and with --import record them.
+    #[command(name = "vol-snapshot-discover")]
+    Discover(DiscoverArgs),
+}
+
+/// `vol-snapshot-discover`.
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    /// The volume.
+    volume: PathBuf,
+    /// Record them (all, or the NAMEs given) as the volume's snapshots,
+    /// oldest first as one line of history; the storage is not changed.
+    #[arg(long)]
+    import: bool,
+    /// Only these snapshots (with --import).
+    #[arg(requires = "import")]
+    names: Vec<String>,
 }
 
 /// How a snapshot is kept, on the command line.
@@ -327,6 +345,7 @@ async fn execute(cmd: &VolCommand) -> Result<String, VolumeError> {
                 format!("Volume snapshot {} deleted\n", a.snapshot)
             })
         }
+        VolCommand::Discover(a) => discover(&api, a).await,
         VolCommand::Recover(a) => {
             let volume = api.volume(&a.volume, None)?;
             let (intent, how) = api.recover(&volume).await?;
@@ -373,6 +392,40 @@ async fn create(api: &VolumeApi, a: &CreateArgs) -> Result<String, VolumeError> 
     let name = def.name.unwrap_or_default();
     tracing::info!(snapshot = %name, volume = %volume.path.display(), "volume snapshot created");
     Ok(format!("Volume snapshot {name} created\n"))
+}
+
+async fn discover(api: &VolumeApi, a: &DiscoverArgs) -> Result<String, VolumeError> {
+    let volume = api.volume(&a.volume, None)?;
+    if a.import {
+        let only = (!a.names.is_empty()).then_some(a.names.as_slice());
+        let names = api.snapshot_import_discovered(&volume, only).await?;
+        tracing::info!(?names, "snapshots imported");
+        return Ok(if names.is_empty() {
+            format!("{} holds no unrecorded snapshots\n", volume.path.display())
+        } else {
+            names
+                .iter()
+                .map(|n| format!("Volume snapshot {n} imported\n"))
+                .collect()
+        });
+    }
+    let found = api.snapshot_discover(&volume).await?;
+    let rows: Vec<Vec<String>> = found
+        .iter()
+        .map(|(driver, x)| {
+            vec![
+                x.name.clone(),
+                format_time(x.created.unwrap_or(0)),
+                x.mode.to_string(),
+                x.id.clone().unwrap_or_default(),
+                driver.clone(),
+            ]
+        })
+        .collect();
+    Ok(table(
+        &["Name", "Creation Time", "Mode", "Id", "Driver"],
+        &rows,
+    ))
 }
 
 fn resolve(api: &VolumeApi, volume: &Volume, a: &NameArgs) -> Result<String, VolumeError> {

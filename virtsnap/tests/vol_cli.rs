@@ -181,3 +181,54 @@ fn demo_runs_and_checks_every_step() {
         "{out}"
     );
 }
+
+#[test]
+fn snapshots_made_by_qemu_img_are_discovered_and_imported() {
+    if !tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let disk = dir.path().join("old.qcow2");
+    let d = disk.to_str().expect("utf-8");
+    qemu("qemu-img", &["create", "-q", "-f", "qcow2", d, "1M"]);
+    qemu("qemu-io", &["-c", "write -P 1 0 64k", d]);
+    qemu("qemu-img", &["snapshot", "-c", "x1", d]);
+    qemu("qemu-io", &["-c", "write -P 2 0 64k", d]);
+    qemu("qemu-img", &["snapshot", "-c", "x2", d]);
+    qemu("qemu-io", &["-c", "write -P 3 0 64k", d]);
+    let found = ok(&state, &["vol-snapshot-discover", d]);
+    let names: Vec<&str> = found
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["x1", "x2"], "{found}");
+    assert_eq!(
+        ok(&state, &["vol-snapshot-discover", d, "--import", "x1"]),
+        "Volume snapshot x1 imported\n"
+    );
+    let err = refused(&state, &["vol-snapshot-discover", d, "--import", "nope"], 1);
+    assert!(err.contains("no unrecorded snapshot named 'nope'"), "{err}");
+    refused(&state, &["vol-snapshot-discover", d, "x2"], 2);
+    ok(&state, &["vol-snapshot-discover", d, "--import"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&state, &["vol-snapshot-list", d, "--json"])).expect("json");
+    assert_eq!(json[1]["name"], "x2");
+    assert_eq!(json[1]["parent"], "x1");
+    assert_eq!(json[1]["current"], true);
+    ok(&state, &["vol-snapshot-revert", d, "x1"]);
+    let read = Command::new("qemu-io")
+        .args(["-c", "read -P 1 0 64k", d])
+        .output()
+        .expect("qemu-io");
+    let said = String::from_utf8_lossy(&read.stdout);
+    assert!(
+        said.contains("read 65536/65536") && !said.contains("verification failed"),
+        "{said}"
+    );
+    assert_eq!(
+        ok(&state, &["vol-snapshot-discover", d, "--import"]),
+        format!("{d} holds no unrecorded snapshots\n")
+    );
+}
