@@ -164,6 +164,37 @@ impl QemuDriver {
         Ok(version)
     }
 
+    /// Runs `qemu-img` with `args`. When it fails, a `qemu-img` older
+    /// than [`MIN_QEMU_IMG`] is the error reported (its version is asked
+    /// only then, so a successful call costs one process).
+    async fn img(&self, args: &[String]) -> Result<String, DriverError> {
+        match self.qemu_img.run(args).await {
+            Ok(out) => Ok(out),
+            Err(e) => Err(self.explain(e).await),
+        }
+    }
+
+    /// As [`QemuDriver::img`], with progress.
+    async fn img_with_progress(
+        &self,
+        args: &[String],
+        total: u64,
+        progress: Option<&Progress>,
+    ) -> Result<(), DriverError> {
+        match self.qemu_img.run_with_progress(args, total, progress).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.explain(e).await),
+        }
+    }
+
+    /// `e`, or the too-old error when that is why.
+    async fn explain(&self, e: DriverError) -> DriverError {
+        match self.version().await {
+            Err(old @ DriverError::Unsupported { .. }) => old,
+            _ => e,
+        }
+    }
+
     /// The `qemu-img` it runs.
     #[must_use]
     pub fn qemu_img(&self) -> &QemuImg {
@@ -220,18 +251,17 @@ impl QemuDriver {
         }
         // `snapshot -d` looks up names only (unlike `-a`, which tries ids
         // first), and names are unique here: create refuses a taken one.
-        self.qemu_img
-            .run(&[
-                "snapshot".into(),
-                "-q".into(),
-                "-f".into(),
-                "qcow2".into(),
-                "-d".into(),
-                name.to_string(),
-                s(&volume.path),
-            ])
-            .await
-            .map(drop)
+        self.img(&[
+            "snapshot".into(),
+            "-q".into(),
+            "-f".into(),
+            "qcow2".into(),
+            "-d".into(),
+            name.to_string(),
+            s(&volume.path),
+        ])
+        .await
+        .map(drop)
     }
 
     async fn create_internal(
@@ -264,17 +294,16 @@ impl QemuDriver {
                 ),
             });
         }
-        self.qemu_img
-            .run(&[
-                "snapshot".into(),
-                "-q".into(),
-                "-f".into(),
-                "qcow2".into(),
-                "-c".into(),
-                plan.name.clone(),
-                s(&volume.path),
-            ])
-            .await?;
+        self.img(&[
+            "snapshot".into(),
+            "-q".into(),
+            "-f".into(),
+            "qcow2".into(),
+            "-c".into(),
+            plan.name.clone(),
+            s(&volume.path),
+        ])
+        .await?;
         Ok(CreatedSnapshot {
             name: plan.name.clone(),
             mode: SnapshotMode::Internal,
@@ -294,21 +323,20 @@ impl QemuDriver {
         size: u64,
     ) -> Result<(), DriverError> {
         remove_if_exists(overlay)?;
-        self.qemu_img
-            .run(&[
-                "create".into(),
-                "-q".into(),
-                "-f".into(),
-                "qcow2".into(),
-                "-F".into(),
-                "qcow2".into(),
-                "-b".into(),
-                s(backing),
-                "-u".into(),
-                s(overlay),
-                size.to_string(),
-            ])
-            .await?;
+        self.img(&[
+            "create".into(),
+            "-q".into(),
+            "-f".into(),
+            "qcow2".into(),
+            "-F".into(),
+            "qcow2".into(),
+            "-b".into(),
+            s(backing),
+            "-u".into(),
+            s(overlay),
+            size.to_string(),
+        ])
+        .await?;
         sync_file(overlay)
     }
 
@@ -402,20 +430,19 @@ impl QemuDriver {
                 // Fold the one dependent into this file, then let the
                 // file take its place: it then holds the dependent's
                 // content and is backed by this snapshot's parent.
-                self.qemu_img
-                    .run_with_progress(
-                        &[
-                            "commit".into(),
-                            "-f".into(),
-                            "qcow2".into(),
-                            "-d".into(),
-                            "-p".into(),
-                            s(only),
-                        ],
-                        top.size,
-                        progress,
-                    )
-                    .await?;
+                self.img_with_progress(
+                    &[
+                        "commit".into(),
+                        "-f".into(),
+                        "qcow2".into(),
+                        "-d".into(),
+                        "-p".into(),
+                        s(only),
+                    ],
+                    top.size,
+                    progress,
+                )
+                .await?;
                 sync_file(&file)?;
                 fs::rename(&file, only)
                     .map_err(DriverError::io("moving the merged image to", only))?;
@@ -436,9 +463,7 @@ impl QemuDriver {
                 None => args.extend(["-b".into(), String::new()]),
             }
             args.extend(["-p".into(), s(dependent)]);
-            self.qemu_img
-                .run_with_progress(&args, size, progress)
-                .await?;
+            self.img_with_progress(&args, size, progress).await?;
             sync_file(dependent)?;
         }
         remove_if_exists(&file)?;
@@ -484,9 +509,6 @@ impl VolumeDriver for QemuDriver {
         plan: &SnapshotPlan,
         _progress: Option<&Progress>,
     ) -> Result<CreatedSnapshot, DriverError> {
-        if plan.mode != SnapshotMode::Copy {
-            self.version().await?;
-        }
         match plan.mode {
             SnapshotMode::Internal => self.create_internal(volume, plan).await,
             SnapshotMode::External => self.create_external(volume, plan).await,
@@ -506,7 +528,6 @@ impl VolumeDriver for QemuDriver {
         _verify: bool,
         _progress: Option<&Progress>,
     ) -> Result<(), DriverError> {
-        self.version().await?;
         match snapshot.mode {
             SnapshotMode::Internal => {
                 Self::qcow2_header(volume, "revert to an internal snapshot")?;
@@ -521,18 +542,17 @@ impl VolumeDriver for QemuDriver {
                 })?;
                 // By id: a name that looks like another snapshot's id
                 // must not pick that one.
-                self.qemu_img
-                    .run(&[
-                        "snapshot".into(),
-                        "-q".into(),
-                        "-f".into(),
-                        "qcow2".into(),
-                        "-a".into(),
-                        id,
-                        s(&volume.path),
-                    ])
-                    .await
-                    .map(drop)
+                self.img(&[
+                    "snapshot".into(),
+                    "-q".into(),
+                    "-f".into(),
+                    "qcow2".into(),
+                    "-a".into(),
+                    id,
+                    s(&volume.path),
+                ])
+                .await
+                .map(drop)
             }
             SnapshotMode::External => {
                 let file = Self::snapshot_file(volume, snapshot)?;
@@ -572,7 +592,6 @@ impl VolumeDriver for QemuDriver {
         context: &DeleteContext,
         progress: Option<&Progress>,
     ) -> Result<(), DriverError> {
-        self.version().await?;
         match snapshot.mode {
             SnapshotMode::Internal => {
                 if !volume.path.exists() {

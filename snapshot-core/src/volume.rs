@@ -394,19 +394,10 @@ impl VolumeApi {
         let name = def.name.clone().unwrap_or_else(|| created_at.to_string());
         crate::store::layout::snapshot_file_name(&name)?;
         let mut store = self.store(volume, Access::Write)?;
-        // Default mode: what the volume's snapshots already use, else
-        // internal for qcow2 and a copy for anything else.
-        let existing = store
-            .tree()
-            .list(&ListFilter::default())
-            .map_err(StoreError::from)?
-            .into_iter()
-            .find_map(|n| {
-                store
-                    .get(n)
-                    .and_then(vol_def)
-                    .map(|d| driver_mode(d.target.mode))
-            });
+        // Default mode: what the volume's snapshots already use (they are
+        // all of one family, so one of them says), else internal for qcow2
+        // and a copy for anything else.
+        let existing = Self::family(&store);
         let mode = options
             .mode
             .or(def.target.mode.map(|m| driver_mode(Some(m))))
@@ -479,7 +470,7 @@ impl VolumeApi {
                 return Err(e.into());
             }
         };
-        store.advance_intent(1, None)?;
+        // No advance_intent here: a create is rolled back from any step.
         if let Some(f) = &created.format {
             def.target.format = storage_format(f);
         }
@@ -508,19 +499,30 @@ impl VolumeApi {
     /// snapshot inside it) under a new overlay, and a copy of an overlay
     /// depends on the chain below it, so either would stop meaning what
     /// its metadata says.
+    /// The mode of one of the volume's snapshots (the current one, else
+    /// the first): every snapshot of a volume is of one family (external
+    /// overlays, or internal snapshots and copies), which
+    /// [`VolumeApi::check_mixing`] keeps, so one read answers for all;
+    /// reading every definition would cost a file per snapshot.
+    fn family(store: &MetadataStore) -> Option<SnapshotMode> {
+        let tree = store.tree();
+        let name = match tree.current() {
+            Some(c) => c.to_string(),
+            None => tree.list(&ListFilter::default()).ok()?.first()?.to_string(),
+        };
+        store
+            .get(&name)
+            .and_then(vol_def)
+            .map(|d| driver_mode(d.target.mode))
+    }
+
     fn check_mixing(
         store: &MetadataStore,
         volume: &Volume,
         mode: SnapshotMode,
     ) -> Result<(), VolumeError> {
-        let existing = store
-            .tree()
-            .list(&ListFilter::default())
-            .map_err(StoreError::from)?
-            .into_iter()
-            .filter_map(|n| store.get(n).and_then(vol_def))
-            .map(|d| driver_mode(d.target.mode))
-            .find(|m| (*m == SnapshotMode::External) != (mode == SnapshotMode::External));
+        let existing = Self::family(store)
+            .filter(|m| (*m == SnapshotMode::External) != (mode == SnapshotMode::External));
         match existing {
             None => Ok(()),
             Some(other) => Err(VolumeError::Invalid(format!(
