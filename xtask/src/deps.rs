@@ -35,6 +35,16 @@ pub const SYSTEM_TOOLS: &[SystemTool] = &[
         package: "qemu-utils",
         why: "qcow2 images for the qemu driver tests",
     },
+    SystemTool {
+        command: "qemu-io",
+        package: "qemu-utils",
+        why: "writing and checking guest data in qcow2 images (driver, volume API and CLI tests, demo)",
+    },
+    SystemTool {
+        command: "mount",
+        package: "mount",
+        why: "a small tmpfs for the file driver's no-space tests",
+    },
 ];
 
 /// Whether missing packages may be installed.
