@@ -279,7 +279,12 @@ fn main() {
         target: 1.11,
     });
 
+    let spawn = median((0..RUNS).map(|_| timed("true", &[], &state)).collect());
     println!("volume bench: whole processes, median of {RUNS}; ratio = virtsnap / bare tool");
+    println!(
+        "(starting a process costs {:.2} ms here: `true`, the floor of every row)",
+        ms(spawn)
+    );
     println!(
         "{:<24} {:>12} {:>12} {:>8} {:>8}",
         "operation", "virtsnap ms", "bare ms", "ratio", "target"
