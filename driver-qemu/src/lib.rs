@@ -188,7 +188,16 @@ impl QemuDriver {
     }
 
     /// `e`, or the too-old error when that is why.
+    /// A full filesystem is [`DriverError::NoSpace`] on the image the
+    /// call worked on (its last argument).
     async fn explain(&self, e: DriverError) -> DriverError {
+        if let DriverError::Tool { args, stderr, .. } = &e
+            && stderr.contains("No space left on device")
+        {
+            return DriverError::NoSpace {
+                path: args.last().map(PathBuf::from).unwrap_or_default(),
+            };
+        }
         match self.version().await {
             Err(old @ DriverError::Unsupported { .. }) => old,
             _ => e,
@@ -323,21 +332,27 @@ impl QemuDriver {
         size: u64,
     ) -> Result<(), DriverError> {
         remove_if_exists(overlay)?;
-        self.img(&[
-            "create".into(),
-            "-q".into(),
-            "-f".into(),
-            "qcow2".into(),
-            "-F".into(),
-            "qcow2".into(),
-            "-b".into(),
-            s(backing),
-            "-u".into(),
-            s(overlay),
-            size.to_string(),
-        ])
-        .await?;
-        sync_file(overlay)
+        let made = self
+            .img(&[
+                "create".into(),
+                "-q".into(),
+                "-f".into(),
+                "qcow2".into(),
+                "-F".into(),
+                "qcow2".into(),
+                "-b".into(),
+                s(backing),
+                "-u".into(),
+                s(overlay),
+                size.to_string(),
+            ])
+            .await
+            .and_then(|_| sync_file(overlay));
+        if made.is_err() {
+            // A half-written overlay must not stay behind.
+            let _ = fs::remove_file(overlay);
+        }
+        made
     }
 
     async fn create_external(

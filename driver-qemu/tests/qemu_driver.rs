@@ -420,3 +420,94 @@ async fn a_qemu_img_older_than_supported_is_refused_by_name() {
         .expect("the installed qemu-img");
     assert!(real >= driver_qemu::MIN_QEMU_IMG, "{real:?}");
 }
+
+/// A tmpfs mounted on a directory, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Result<Self, String> {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if out.status.success() {
+            Ok(Self(dir.to_path_buf()))
+        } else {
+            Err(format!(
+                "mount -t tmpfs failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_filesystem_is_no_space_and_the_image_is_intact() {
+    if !tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).expect("mkdir");
+    let _mount = match Tmpfs::mount(&small, "4m") {
+        Ok(m) => m,
+        Err(reason) => {
+            assert!(
+                std::env::var_os("VIRTSNAP_REQUIRE_BACKENDS").is_none(),
+                "a small tmpfs is needed: {reason}"
+            );
+            eprintln!("SKIP: {reason}");
+            return;
+        }
+    };
+    let vol = qcow2_image(&small, "v.qcow2", &[]);
+    for i in 0..8u8 {
+        write(&vol, u64::from(i) * 65_536, 0x30 + i);
+    }
+    let before = content(&vol);
+    // Fill what is left.
+    let filler = small.join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k", "status=none"])
+        .arg(format!("of={}", filler.display()))
+        .status();
+    let driver = QemuDriver::new();
+    let files = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let external = plan("e", SnapshotMode::External, Some(small.join("v.qcow2.e")));
+    for p in [plan("i", SnapshotMode::Internal, None), external] {
+        let err = driver
+            .create(&vol, &p, None)
+            .await
+            .expect_err("a full filesystem");
+        assert!(
+            matches!(err, DriverError::NoSpace { .. }),
+            "{:?}: expected NoSpace, got {err}",
+            p.mode
+        );
+        assert_eq!(files(&small), ["filler", "v.qcow2"], "{:?} left files", p.mode);
+    }
+    std::fs::remove_file(&filler).expect("rm filler");
+    assert!(content(&vol) == before, "the image's content changed");
+    let check = Command::new("qemu-img")
+        .args(["check", "-q", p(&vol.path)])
+        .status()
+        .expect("qemu-img check");
+    // 0: clean; 3: leaked clusters only (harmless, `check -r leaks`).
+    assert!(matches!(check.code(), Some(0 | 3)), "qemu-img check: {check}");
+    assert!(driver.list(&vol).await.expect("list").is_empty());
+}
