@@ -499,7 +499,12 @@ async fn a_full_filesystem_is_no_space_and_the_image_is_intact() {
             "{:?}: expected NoSpace, got {err}",
             p.mode
         );
-        assert_eq!(files(&small), ["filler", "v.qcow2"], "{:?} left files", p.mode);
+        assert_eq!(
+            files(&small),
+            ["filler", "v.qcow2"],
+            "{:?} left files",
+            p.mode
+        );
     }
     std::fs::remove_file(&filler).expect("rm filler");
     assert!(content(&vol) == before, "the image's content changed");
@@ -508,6 +513,9 @@ async fn a_full_filesystem_is_no_space_and_the_image_is_intact() {
         .status()
         .expect("qemu-img check");
     // 0: clean; 3: leaked clusters only (harmless, `check -r leaks`).
-    assert!(matches!(check.code(), Some(0 | 3)), "qemu-img check: {check}");
+    assert!(
+        matches!(check.code(), Some(0 | 3)),
+        "qemu-img check: {check}"
+    );
     assert!(driver.list(&vol).await.expect("list").is_empty());
 }
