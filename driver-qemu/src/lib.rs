@@ -382,6 +382,17 @@ impl QemuDriver {
                 DriverError::Exists {
                     what: format!("snapshot file {}", file.display()),
                 }
+            } else if e.kind() == io::ErrorKind::CrossesDevices {
+                Self::unsupported(
+                    volume,
+                    "take an external snapshot",
+                    &format!(
+                        "the snapshot file {} is on another filesystem, and the volume's image \
+                         moves there by a link",
+                        file.display()
+                    ),
+                    "give a --file on the volume's filesystem (the default, beside the volume, is)",
+                )
             } else {
                 DriverError::io("linking the volume to", &file)(e)
             });

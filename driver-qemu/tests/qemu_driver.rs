@@ -519,3 +519,50 @@ async fn a_full_filesystem_is_no_space_and_the_image_is_intact() {
     );
     assert!(driver.list(&vol).await.expect("list").is_empty());
 }
+
+#[tokio::test]
+async fn an_external_file_on_another_filesystem_is_refused_untouched() {
+    if !tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).expect("mkdir");
+    let _mount = match Tmpfs::mount(&other, "4m") {
+        Ok(m) => m,
+        Err(reason) => {
+            assert!(
+                std::env::var_os("VIRTSNAP_REQUIRE_BACKENDS").is_none(),
+                "a small tmpfs is needed: {reason}"
+            );
+            eprintln!("SKIP: {reason}");
+            return;
+        }
+    };
+    let vol = qcow2_image(dir.path(), "v.qcow2", &[]);
+    write(&vol, 0, 0x42);
+    let before = content(&vol);
+    let target = other.join("v.qcow2.e");
+    let err = QemuDriver::new()
+        .create(
+            &vol,
+            &plan("e", SnapshotMode::External, Some(target.clone())),
+            None,
+        )
+        .await
+        .expect_err("another filesystem");
+    let text = err.to_string();
+    assert!(
+        text.contains("another filesystem") && text.contains("--file"),
+        "{text}"
+    );
+    assert!(!target.exists());
+    assert!(!dir.path().join(".v.qcow2.virtsnap-overlay").exists());
+    assert!(content(&vol) == before);
+    assert!(
+        qcow2::read_header(&vol.path)
+            .expect("header")
+            .backing_file
+            .is_none()
+    );
+}
