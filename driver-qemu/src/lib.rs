@@ -24,6 +24,7 @@
 //!   differs), then the file is removed. A snapshot file already gone
 //!   means the delete was done.
 
+pub mod lock;
 pub mod qcow2;
 pub mod qemu_img;
 
@@ -191,12 +192,17 @@ impl QemuDriver {
     /// A full filesystem is [`DriverError::NoSpace`] on the image the
     /// call worked on (its last argument).
     async fn explain(&self, e: DriverError) -> DriverError {
-        if let DriverError::Tool { args, stderr, .. } = &e
-            && stderr.contains("No space left on device")
-        {
-            return DriverError::NoSpace {
-                path: args.last().map(PathBuf::from).unwrap_or_default(),
-            };
+        if let DriverError::Tool { args, stderr, .. } = &e {
+            let image = args.last().map(PathBuf::from).unwrap_or_default();
+            if stderr.contains("No space left on device") {
+                return DriverError::NoSpace { path: image };
+            }
+            if stderr.contains("Failed to get") && stderr.contains("lock") {
+                return DriverError::InUse {
+                    path: image,
+                    operation: args.first().cloned().unwrap_or_default(),
+                };
+            }
         }
         match self.version().await {
             Err(old @ DriverError::Unsupported { .. }) => old,
@@ -372,6 +378,7 @@ impl QemuDriver {
                 what: format!("snapshot file {}", file.display()),
             });
         }
+        Self::check_not_in_use(volume, "take an external snapshot")?;
         let overlay = temp_overlay(&volume.path);
         self.write_overlay(&overlay, &file, header.size).await?;
         // The volume's image becomes the snapshot's file; hard_link
@@ -416,6 +423,21 @@ impl QemuDriver {
         })
     }
 
+    /// Refuses `operation` on a volume another process writes to (a
+    /// running guest): see [`lock`].
+    fn check_not_in_use(volume: &Volume, operation: &str) -> Result<(), DriverError> {
+        match lock::held_for_writing(&volume.path) {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(DriverError::InUse {
+                path: volume.path.clone(),
+                operation: operation.to_string(),
+            }),
+            Err(e) => Err(DriverError::io("checking the image lock of", &volume.path)(
+                e,
+            )),
+        }
+    }
+
     fn snapshot_file(volume: &Volume, snapshot: &SnapshotRef) -> Result<PathBuf, DriverError> {
         snapshot.file.clone().ok_or_else(|| {
             DriverError::Inconsistent(format!(
@@ -449,6 +471,9 @@ impl QemuDriver {
             .into_iter()
             .filter(|d| backed_by(d, &file))
             .collect();
+        if dependents.contains(&volume.path) {
+            Self::check_not_in_use(volume, "delete the external snapshot under it")?;
+        }
         let header = qcow2::read_header(&file)?;
         if let [only] = dependents.as_slice() {
             let top = qcow2::read_header(only)?;
@@ -592,6 +617,7 @@ impl VolumeDriver for QemuDriver {
                     });
                 }
                 let size = qcow2::read_header(&file)?.size;
+                Self::check_not_in_use(volume, "revert to an external snapshot")?;
                 let overlay = temp_overlay(&volume.path);
                 self.write_overlay(&overlay, &file, size).await?;
                 if let Err(e) = fs::rename(&overlay, &volume.path) {

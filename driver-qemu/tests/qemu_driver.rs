@@ -566,3 +566,96 @@ async fn an_external_file_on_another_filesystem_is_refused_untouched() {
             .is_none()
     );
 }
+
+/// A process holding the image open for writing, as a running guest
+/// does: `qemu-io` sleeping with the image open read-write.
+struct Writer(std::process::Child);
+
+impl Writer {
+    fn hold(image: &Path) -> Self {
+        let writer = Self(
+            Command::new("qemu-io")
+                .args(["-f", "qcow2", "-c", "sleep 20000", p(image)])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("qemu-io"),
+        );
+        // Wait until it holds QEMU's write lock.
+        for _ in 0..200 {
+            if driver_qemu::lock::held_for_writing(image).expect("probe") {
+                return writer;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("qemu-io never locked {}", image.display());
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn an_image_a_running_process_writes_is_refused_untouched() {
+    if !tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vol = qcow2_image(dir.path(), "busy.qcow2", &[]);
+    let driver = QemuDriver::new();
+    let e1 = dir.path().join("busy.qcow2.e1");
+    let created = driver
+        .create(
+            &vol,
+            &plan("e1", SnapshotMode::External, Some(e1.clone())),
+            None,
+        )
+        .await
+        .expect("create while idle");
+    assert!(!driver_qemu::lock::held_for_writing(&vol.path).expect("probe"));
+    let writer = Writer::hold(&vol.path);
+    let e2 = dir.path().join("busy.qcow2.e2");
+    let refusals = [
+        driver
+            .create(
+                &vol,
+                &plan("e2", SnapshotMode::External, Some(e2.clone())),
+                None,
+            )
+            .await
+            .map(drop),
+        driver
+            .create(&vol, &plan("i", SnapshotMode::Internal, None), None)
+            .await
+            .map(drop),
+        driver.revert(&vol, &created.as_ref(), false, None).await,
+        driver
+            .delete(
+                &vol,
+                &created.as_ref(),
+                &DeleteContext {
+                    is_current: true,
+                    ..DeleteContext::default()
+                },
+                None,
+            )
+            .await,
+    ];
+    for (i, r) in refusals.into_iter().enumerate() {
+        let err = r.expect_err("in use");
+        assert!(
+            matches!(err, DriverError::InUse { .. }),
+            "operation {i}: {err}"
+        );
+        assert!(err.to_string().contains("busy.qcow2 is in use"), "{err}");
+    }
+    assert!(!e2.exists() && e1.exists());
+    drop(writer);
+    driver
+        .revert(&vol, &created.as_ref(), false, None)
+        .await
+        .expect("revert once the writer is gone");
+}

@@ -347,6 +347,19 @@ pub enum DriverError {
         /// Where.
         path: PathBuf,
     },
+    /// Another process (a running guest) has the volume open for writing;
+    /// nothing was changed.
+    #[error(
+        "{} is in use: another process (a running guest?) has it open for writing, so \
+         virtsnap cannot {operation} offline; shut the guest down first (nothing was changed)",
+        path.display()
+    )]
+    InUse {
+        /// The image.
+        path: PathBuf,
+        /// What was asked.
+        operation: String,
+    },
     /// A snapshot's content does not match its recorded checksum.
     #[error(
         "snapshot '{name}' ({}) does not match its recorded {algorithm} checksum \
