@@ -6,11 +6,11 @@ use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use driver_file::FileDriver;
 use driver_file::copy;
+use snapshot_core::conformance::backends::Tmpfs;
 use snapshot_core::driver::{
     Capabilities, DeleteContext, DriverError, SnapshotMode, SnapshotPlan, SnapshotRef, Volume,
     VolumeDriver, VolumeFormat, VolumeState,
@@ -493,49 +493,13 @@ async fn refusals_and_capabilities() {
     assert_eq!(fs::read(&vol.path).unwrap(), b"data");
 }
 
-/// A tmpfs mounted on a directory, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Result<Self, String> {
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if out.status.success() {
-            Ok(Self(dir.to_path_buf()))
-        } else {
-            Err(format!(
-                "mount -t tmpfs failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[tokio::test]
 async fn a_full_filesystem_is_no_space_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let fs_dir = dir.path().join("small");
     fs::create_dir(&fs_dir).unwrap();
-    let _mount = match Tmpfs::mount(&fs_dir, "4m") {
-        Ok(m) => m,
-        Err(reason) => {
-            assert!(
-                std::env::var_os("VIRTSNAP_REQUIRE_BACKENDS").is_none(),
-                "a small tmpfs is needed: {reason}"
-            );
-            println!("SKIP: {reason}");
-            return;
-        }
+    let Some(_mount) = Tmpfs::mount_or_skip(&fs_dir, "4m") else {
+        return;
     };
     let content = pattern(3 * MIB, 1);
     let vol = volume(&fs_dir, &content);
@@ -560,16 +524,8 @@ async fn a_copy_across_filesystems_keeps_holes() {
     let dir = tempfile::tempdir().unwrap();
     let fs_dir = dir.path().join("other");
     fs::create_dir(&fs_dir).unwrap();
-    let _mount = match Tmpfs::mount(&fs_dir, "64m") {
-        Ok(m) => m,
-        Err(reason) => {
-            assert!(
-                std::env::var_os("VIRTSNAP_REQUIRE_BACKENDS").is_none(),
-                "a small tmpfs is needed: {reason}"
-            );
-            println!("SKIP: {reason}");
-            return;
-        }
+    let Some(_mount) = Tmpfs::mount_or_skip(&fs_dir, "64m") else {
+        return;
     };
     let path = fs_dir.join("sparse.img");
     {

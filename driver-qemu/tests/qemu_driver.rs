@@ -8,33 +8,14 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use driver_qemu::{QemuDriver, qcow2};
+use snapshot_core::conformance::backends::{self, Tmpfs, run};
 use snapshot_core::driver::{
     CreatedSnapshot, DeleteContext, DriverError, SnapshotMode, SnapshotPlan, SnapshotRef, Volume,
     VolumeDriver, VolumeFormat, VolumeState,
 };
 
 fn tools_present() -> bool {
-    let ok = ["qemu-img", "qemu-io"]
-        .iter()
-        .all(|t| Command::new(t).arg("--version").output().is_ok());
-    if !ok {
-        assert!(
-            std::env::var_os("VIRTSNAP_REQUIRE_BACKENDS").is_none(),
-            "qemu-img and qemu-io are required (VIRTSNAP_REQUIRE_BACKENDS is set); install qemu-utils"
-        );
-        eprintln!("SKIP: qemu-img or qemu-io is not installed");
-    }
-    ok
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().expect("running");
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    backends::qemu_tools_present()
 }
 
 fn p(path: &Path) -> &str {
@@ -43,34 +24,17 @@ fn p(path: &Path) -> &str {
 
 fn qcow2_image(dir: &Path, name: &str, extra: &[&str]) -> Volume {
     let path = dir.join(name);
-    let mut args = vec!["create", "-q", "-f", "qcow2"];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&[p(&path), "4M"]);
-    run("qemu-img", &args);
+    backends::qcow2_create(&path, 4 << 20, extra);
     Volume::new(path, VolumeFormat::Qcow2)
 }
 
+/// Writes 64 KiB of `pattern` at `offset`.
 fn write(volume: &Volume, offset: u64, pattern: u8) {
-    run(
-        "qemu-io",
-        &[
-            "-f",
-            "qcow2",
-            "-c",
-            &format!("write -P {pattern} {offset} 64k"),
-            p(&volume.path),
-        ],
-    );
+    backends::write(&volume.path, "qcow2", offset, 65_536, pattern);
 }
 
 fn content(volume: &Volume) -> Vec<u8> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let raw = dir.path().join("c.raw");
-    run(
-        "qemu-img",
-        &["convert", "-O", "raw", p(&volume.path), p(&raw)],
-    );
-    std::fs::read(raw).expect("reading")
+    backends::content(&volume.path, "qcow2")
 }
 
 fn plan(name: &str, mode: SnapshotMode, file: Option<PathBuf>) -> SnapshotPlan {
@@ -421,34 +385,6 @@ async fn a_qemu_img_older_than_supported_is_refused_by_name() {
     assert!(real >= driver_qemu::MIN_QEMU_IMG, "{real:?}");
 }
 
-/// A tmpfs mounted on a directory, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Result<Self, String> {
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if out.status.success() {
-            Ok(Self(dir.to_path_buf()))
-        } else {
-            Err(format!(
-                "mount -t tmpfs failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[tokio::test]
 async fn a_full_filesystem_is_no_space_and_the_image_is_intact() {
     if !tools_present() {
@@ -457,16 +393,8 @@ async fn a_full_filesystem_is_no_space_and_the_image_is_intact() {
     let dir = tempfile::tempdir().expect("tempdir");
     let small = dir.path().join("small");
     std::fs::create_dir(&small).expect("mkdir");
-    let _mount = match Tmpfs::mount(&small, "4m") {
-        Ok(m) => m,
-        Err(reason) => {
-            assert!(
-                std::env::var_os("VIRTSNAP_REQUIRE_BACKENDS").is_none(),
-                "a small tmpfs is needed: {reason}"
-            );
-            eprintln!("SKIP: {reason}");
-            return;
-        }
+    let Some(_mount) = Tmpfs::mount_or_skip(&small, "4m") else {
+        return;
     };
     let vol = qcow2_image(&small, "v.qcow2", &[]);
     for i in 0..8u8 {
@@ -528,16 +456,8 @@ async fn an_external_file_on_another_filesystem_is_refused_untouched() {
     let dir = tempfile::tempdir().expect("tempdir");
     let other = dir.path().join("other");
     std::fs::create_dir(&other).expect("mkdir");
-    let _mount = match Tmpfs::mount(&other, "4m") {
-        Ok(m) => m,
-        Err(reason) => {
-            assert!(
-                std::env::var_os("VIRTSNAP_REQUIRE_BACKENDS").is_none(),
-                "a small tmpfs is needed: {reason}"
-            );
-            eprintln!("SKIP: {reason}");
-            return;
-        }
+    let Some(_mount) = Tmpfs::mount_or_skip(&other, "4m") else {
+        return;
     };
     let vol = qcow2_image(dir.path(), "v.qcow2", &[]);
     write(&vol, 0, 0x42);

@@ -5,18 +5,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use snapshot_core::conformance::backends::{self, run};
+
 fn tools_present() -> bool {
-    let ok = ["qemu-img", "qemu-io"]
-        .iter()
-        .all(|t| Command::new(t).arg("--version").output().is_ok());
-    if !ok {
-        assert!(
-            std::env::var_os("VIRTSNAP_REQUIRE_BACKENDS").is_none(),
-            "qemu-img and qemu-io are required (VIRTSNAP_REQUIRE_BACKENDS is set); install qemu-utils"
-        );
-        eprintln!("SKIP: qemu-img or qemu-io is not installed");
-    }
-    ok
+    backends::qemu_tools_present()
 }
 
 fn virtsnap(state: &Path, args: &[&str]) -> Output {
@@ -45,12 +37,6 @@ fn refused(state: &Path, args: &[&str], code: i32) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn qemu(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().expect("run");
-    assert!(out.status.success(), "{program} {args:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn vol_snapshot_verbs_work_on_a_qcow2_image() {
     if !tools_present() {
@@ -60,13 +46,13 @@ fn vol_snapshot_verbs_work_on_a_qcow2_image() {
     let state = dir.path().join("state");
     let disk = dir.path().join("disk.qcow2");
     let d = disk.to_str().expect("utf-8");
-    qemu("qemu-img", &["create", "-q", "-f", "qcow2", d, "1M"]);
-    qemu("qemu-io", &["-c", "write -P 1 0 64k", d]);
+    run("qemu-img", &["create", "-q", "-f", "qcow2", d, "1M"]);
+    run("qemu-io", &["-c", "write -P 1 0 64k", d]);
     assert_eq!(
         ok(&state, &["vol-snapshot-create", d, "--name", "a"]),
         "Volume snapshot a created\n"
     );
-    qemu("qemu-io", &["-c", "write -P 2 0 64k", d]);
+    run("qemu-io", &["-c", "write -P 2 0 64k", d]);
     ok(
         &state,
         &[
@@ -78,7 +64,7 @@ fn vol_snapshot_verbs_work_on_a_qcow2_image() {
             "second",
         ],
     );
-    assert!(qemu("qemu-img", &["snapshot", "-l", d]).contains(" b "));
+    assert!(run("qemu-img", &["snapshot", "-l", d]).contains(" b "));
     assert_eq!(ok(&state, &["vol-snapshot-list", d, "--name"]), "a\nb\n");
     let table = ok(&state, &["vol-snapshot-list", d, "--parent"]);
     assert!(
@@ -123,7 +109,7 @@ fn vol_snapshot_verbs_work_on_a_qcow2_image() {
         "Volume snapshot a deleted\n"
     );
     assert_eq!(ok(&state, &["vol-snapshot-list", d, "--name"]), "");
-    assert_eq!(qemu("qemu-img", &["snapshot", "-l", d]), "");
+    assert_eq!(run("qemu-img", &["snapshot", "-l", d]), "");
     let err = refused(&state, &["vol-snapshot-current", d], 1);
     assert!(err.contains("has no current snapshot"), "{err}");
     let err = refused(&state, &["vol-snapshot-list", "/nonexistent/x.img"], 1);
@@ -191,12 +177,12 @@ fn snapshots_made_by_qemu_img_are_discovered_and_imported() {
     let state = dir.path().join("state");
     let disk = dir.path().join("old.qcow2");
     let d = disk.to_str().expect("utf-8");
-    qemu("qemu-img", &["create", "-q", "-f", "qcow2", d, "1M"]);
-    qemu("qemu-io", &["-c", "write -P 1 0 64k", d]);
-    qemu("qemu-img", &["snapshot", "-c", "x1", d]);
-    qemu("qemu-io", &["-c", "write -P 2 0 64k", d]);
-    qemu("qemu-img", &["snapshot", "-c", "x2", d]);
-    qemu("qemu-io", &["-c", "write -P 3 0 64k", d]);
+    run("qemu-img", &["create", "-q", "-f", "qcow2", d, "1M"]);
+    run("qemu-io", &["-c", "write -P 1 0 64k", d]);
+    run("qemu-img", &["snapshot", "-c", "x1", d]);
+    run("qemu-io", &["-c", "write -P 2 0 64k", d]);
+    run("qemu-img", &["snapshot", "-c", "x2", d]);
+    run("qemu-io", &["-c", "write -P 3 0 64k", d]);
     let found = ok(&state, &["vol-snapshot-discover", d]);
     let names: Vec<&str> = found
         .lines()

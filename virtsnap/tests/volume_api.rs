@@ -7,10 +7,10 @@
 //! stop there).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use snapshot_core::conformance::backends::{self, run};
 use snapshot_core::driver::{
     Capabilities, CreatedSnapshot, DeleteContext, DriverError, Progress, SnapshotMode,
     SnapshotPlan, SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeState,
@@ -19,27 +19,7 @@ use snapshot_core::store::Layout;
 use snapshot_core::volume::{CreateOptions, DeletePolicy, RevertOptions, VolumeApi, VolumeError};
 
 fn tools_present() -> bool {
-    let ok = ["qemu-img", "qemu-io"]
-        .iter()
-        .all(|t| Command::new(t).arg("--version").output().is_ok());
-    if !ok {
-        assert!(
-            std::env::var_os("VIRTSNAP_REQUIRE_BACKENDS").is_none(),
-            "qemu-img and qemu-io are required (VIRTSNAP_REQUIRE_BACKENDS is set); install qemu-utils"
-        );
-        eprintln!("SKIP: qemu-img or qemu-io is not installed");
-    }
-    ok
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().expect("running");
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    backends::qemu_tools_present()
 }
 
 fn p(path: &Path) -> &str {
@@ -71,7 +51,7 @@ impl Fixture {
 
     fn qcow2(&self, name: &str) -> Volume {
         let path = self.dir.path().join(name);
-        run("qemu-img", &["create", "-q", "-f", "qcow2", p(&path), "2M"]);
+        backends::qcow2_create(&path, 2 << 20, &[]);
         self.api.volume(&path, None).expect("volume")
     }
 
@@ -82,28 +62,19 @@ impl Fixture {
     }
 }
 
+/// Writes 64 KiB of `pattern` at `offset`, as a guest would.
 fn write(volume: &Volume, offset: u64, pattern: u8) {
-    let format = volume.format.as_str();
-    run(
-        "qemu-io",
-        &[
-            "-f",
-            format,
-            "-c",
-            &format!("write -P {pattern} {offset} 64k"),
-            p(&volume.path),
-        ],
+    backends::write(
+        &volume.path,
+        volume.format.as_str(),
+        offset,
+        65_536,
+        pattern,
     );
 }
 
 fn content(volume: &Volume) -> Vec<u8> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let raw = dir.path().join("c.raw");
-    run(
-        "qemu-img",
-        &["convert", "-O", "raw", p(&volume.path), p(&raw)],
-    );
-    std::fs::read(raw).expect("reading")
+    backends::content(&volume.path, volume.format.as_str())
 }
 
 fn named(name: &str) -> CreateOptions {

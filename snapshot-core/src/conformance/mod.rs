@@ -15,6 +15,8 @@
 //! differed; each is a separate function so a driver's tests run them as
 //! separate tests.
 
+pub mod backends;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
