@@ -11,7 +11,6 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use sha2::{Digest as _, Sha256};
 use snapshot_core::driver::{SnapshotMode, Volume};
 use snapshot_core::store::{Access, Layout};
 use snapshot_core::volume::{CreateOptions, DeletePolicy, RevertOptions, VolumeApi};
@@ -125,9 +124,15 @@ impl Demo {
             ],
         )
         .await?;
-        let bytes = tokio::fs::read(&raw).await.map_err(|e| e.to_string())?;
+        let digest = tokio::task::spawn_blocking({
+            let raw = raw.clone();
+            move || driver_file::copy::sha256_file(&raw)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string());
         let _ = tokio::fs::remove_file(&raw).await;
-        Ok(hex(&Sha256::digest(&bytes)))
+        digest
     }
 
     /// Writes `len` bytes of `pattern` at `offset`.
@@ -216,13 +221,6 @@ impl Demo {
         }
         Ok(out)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 async fn demo() -> Result<(), DemoError> {
