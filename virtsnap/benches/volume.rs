@@ -11,6 +11,11 @@
 //!   `cp --sparse=always`, and against `cp` then `sync FILE` (virtsnap
 //!   syncs its copy before recording it; cp alone does not).
 //!
+//! - the same internal create/revert/delete as library calls in one
+//!   process (what a program embedding snapshot-core pays per call: the
+//!   metadata store, its lock and its fsyncs, no process of its own)
+//!   against spawning `qemu-img` from that process.
+//!
 //! Targets (issue 4): ≤ 1.10x bare qemu-img per call, list faster than
 //! `qemu-img snapshot -l`, copy ≥ 0.9x cp's speed (ratio ≤ 1.11).
 
@@ -65,6 +70,86 @@ fn qcow2(dir: &Path, name: &str) -> PathBuf {
     run("qemu-img", &["create", "-q", "-f", "qcow2", &p, "256M"]);
     run("qemu-io", &["-f", "qcow2", "-c", "write -P 7 0 8M", &p]);
     path
+}
+
+/// Internal snapshots through `VolumeApi` in this process against
+/// `qemu-img` spawned from it: the cost of the library alone.
+fn embedded(dir: &Path) -> Vec<Row> {
+    use snapshot_core::driver::{SnapshotMode, VolumeDriver};
+    use snapshot_core::store::Layout;
+    use snapshot_core::volume::{CreateOptions, DeletePolicy, RevertOptions, VolumeApi};
+    use std::sync::Arc;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let ours = qcow2(dir, "embedded-ours.qcow2");
+    let bare = qcow2(dir, "embedded-bare.qcow2");
+    let b = bare.to_string_lossy().into_owned();
+    let drivers: Vec<Arc<dyn VolumeDriver>> = vec![Arc::new(driver_qemu::QemuDriver::new())];
+    let api = VolumeApi::new(Layout::new(dir.join("embedded-state")), drivers);
+    let qemu_img = |args: &[&str]| {
+        let started = Instant::now();
+        let status = rt
+            .block_on(async {
+                tokio::process::Command::new("qemu-img")
+                    .args(args)
+                    .status()
+                    .await
+            })
+            .expect("qemu-img runs");
+        assert!(status.success(), "qemu-img {args:?} failed");
+        started.elapsed()
+    };
+    let mut times: [(Vec<Duration>, Vec<Duration>); 3] = Default::default();
+    for phase in 0..3 {
+        for r in 0..RUNS {
+            let name = format!("e{r}");
+            let started = Instant::now();
+            let volume = api.volume(&ours, None).expect("volume");
+            match phase {
+                0 => {
+                    let options = CreateOptions {
+                        name: Some(name.clone()),
+                        mode: Some(SnapshotMode::Internal),
+                        ..CreateOptions::default()
+                    };
+                    rt.block_on(api.snapshot_create_xml(&volume, None, &options, None))
+                        .map(drop)
+                }
+                1 => rt.block_on(api.revert_to_snapshot(
+                    &volume,
+                    &name,
+                    RevertOptions::default(),
+                    None,
+                )),
+                _ => rt
+                    .block_on(api.snapshot_delete(&volume, &name, DeletePolicy::Rebase, None))
+                    .map(drop),
+            }
+            .unwrap_or_else(|e| panic!("embedded phase {phase} of {name}: {e}"));
+            times[phase].0.push(started.elapsed());
+            let flag = ["-c", "-a", "-d"][phase];
+            times[phase]
+                .1
+                .push(qemu_img(&["snapshot", flag, &name, &b]));
+        }
+    }
+    let [create, revert, delete] = times;
+    [
+        ("embedded create", create),
+        ("embedded revert", revert),
+        ("embedded delete", delete),
+    ]
+    .into_iter()
+    .map(|(what, (ours, bare))| Row {
+        what,
+        ours: median(ours),
+        bare: median(bare),
+        target: 1.10,
+    })
+    .collect()
 }
 
 struct Row {
@@ -278,6 +363,8 @@ fn main() {
         bare: median(copy.2),
         target: 1.11,
     });
+
+    rows.extend(embedded(dir));
 
     let spawn = median((0..RUNS).map(|_| timed("true", &[], &state)).collect());
     println!("volume bench: whole processes, median of {RUNS}; ratio = virtsnap / bare tool");
