@@ -1,0 +1,388 @@
+//! `plan_revert`: going back to a snapshot (libvirt's
+//! `virDomainRevertToSnapshot` with RUNNING / PAUSED / FORCE).
+//!
+//! A running domain is stopped first (its state is replaced, as in
+//! libvirt since 7.10); every disk the snapshot covers then goes back by
+//! its own mechanism, offline: an internal snapshot is applied inside its
+//! image, a copy is copied back, and an external snapshot gets a new
+//! overlay on the image it froze, which becomes the disk's source (the
+//! image stays frozen, so other branches built on it keep their data).
+//! The domain definition becomes the snapshot's; the domain starts again
+//! when the snapshot holds memory (running or paused as it was, or as
+//! RUNNING / PAUSED say) or when RUNNING / PAUSED ask for it. The top
+//! image a revert leaves behind is deleted only when no snapshot needs it
+//! (it then holds only what was written since the last snapshot: what a
+//! revert discards).
+//!
+//! Going back inside an image that later external snapshots built
+//! overlays on would change their data: refused, with the way out.
+
+use std::collections::HashSet;
+
+use bitflags::bitflags;
+use snapshot_conf::{
+    DomainSnapshotDef, EmbeddedDomain, SnapshotMode as XmlMode, SnapshotState, StorageFormat,
+    external_name,
+};
+
+use super::create::source_label;
+use super::error::PlanError;
+use super::facts::{DomainFacts, DomainState};
+use super::step::{DiskAction, DiskStep, Performer, Plan, PlanKind, SourceChange, Step};
+
+bitflags! {
+    /// libvirt's `virDomainSnapshotRevertFlags`, same bits.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct RevertFlags: u32 {
+        /// Run the domain afterwards.
+        const RUNNING = 1 << 0;
+        /// Leave it paused afterwards.
+        const PAUSED = 1 << 1;
+        /// Accept a risky revert.
+        const FORCE = 1 << 2;
+        /// Recreate NVRAM from its template when starting.
+        const RESET_NVRAM = 1 << 3;
+    }
+}
+
+/// A revert request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevertRequest {
+    /// The stored definition of the snapshot to go back to.
+    pub snapshot: DomainSnapshotDef,
+    /// The flags.
+    pub flags: RevertFlags,
+    /// Seconds since the epoch: names the new overlays of external disks
+    /// (`/img/vm.qcow2` → `/img/vm.<now>`, as libvirt names them).
+    pub now: i64,
+    /// Images some snapshot needs: images frozen by external snapshots
+    /// and images holding internal snapshots (the `<domain>` sources of
+    /// every snapshot).
+    pub needed_images: HashSet<String>,
+    /// Images other images are built on (backing files), as read from the
+    /// images.
+    pub backing_images: HashSet<String>,
+}
+
+/// Plans going back to `request.snapshot`.
+///
+/// # Errors
+/// RUNNING with PAUSED, a risky revert without FORCE, a snapshot state
+/// that cannot be reverted to, an internal snapshot inside an image other
+/// images are built on, or memory the hypervisor cannot load.
+#[allow(clippy::too_many_lines)]
+pub fn plan_revert(request: &RevertRequest, facts: &DomainFacts) -> Result<Plan, PlanError> {
+    let flags = request.flags;
+    if flags.contains(RevertFlags::RUNNING | RevertFlags::PAUSED) {
+        return Err(PlanError::FlagsExclusive {
+            first: "RUNNING",
+            second: "PAUSED",
+        });
+    }
+    let snap = &request.snapshot;
+    let domain_name = facts.name().to_string();
+    let Some(name) = snap.name.clone() else {
+        return Err(PlanError::invalid(
+            "the snapshot has no name",
+            "revert to a stored snapshot",
+        ));
+    };
+    let Some(state) = snap.state else {
+        return Err(PlanError::invalid(
+            format!("snapshot '{name}' records no state"),
+            "redefine it with its <state> (snapshot-edit)",
+        ));
+    };
+    if state == SnapshotState::PmSuspended {
+        return Err(PlanError::unsupported(
+            format!(
+                "snapshot '{name}' was taken while the guest was suspended by its power management, which cannot be restored"
+            ),
+            "revert to another snapshot",
+        ));
+    }
+    let force = flags.contains(RevertFlags::FORCE);
+    let mut notes = Vec::new();
+    let snap_domain = match &snap.domain {
+        Some(EmbeddedDomain::Full(d)) => &d.def,
+        _ if force => {
+            notes.push(format!(
+                "snapshot '{name}' lacks its domain definition: the disks are reverted under the current one (--force)"
+            ));
+            &facts.domain.def
+        }
+        _ => {
+            return Err(PlanError::Risky {
+                reason: format!(
+                    "snapshot '{name}' lacks the definition domain '{domain_name}' had when it was taken"
+                ),
+                consequence: "the disks are reverted under the current definition".into(),
+            });
+        }
+    };
+    let memory = match snap.memory {
+        Some(XmlMode::Internal) if !state.is_offline() => {
+            Some(format!("internal checkpoint '{name}'"))
+        }
+        Some(XmlMode::External) if !state.is_offline() => snap.memory_file.clone(),
+        _ => None,
+    };
+    if memory.is_none() && facts.managed_save && !force {
+        return Err(PlanError::Risky {
+            reason: format!(
+                "domain '{domain_name}' has a managed save image, and snapshot '{name}' holds no memory to replace it"
+            ),
+            consequence: "the managed save image is discarded".into(),
+        });
+    }
+    if let Some(m) = &memory {
+        let can = if snap.memory == Some(XmlMode::Internal) {
+            facts.hypervisor.snapshot_save
+        } else {
+            facts.hypervisor.memory_to_file
+        };
+        if !can {
+            return Err(PlanError::unsupported(
+                format!(
+                    "snapshot '{name}' holds memory ({m}), which only a hypervisor that can load it brings back"
+                ),
+                "revert on a host whose hypervisor virtsnap can drive, or revert to a snapshot without memory",
+            ));
+        }
+    }
+    let start = if memory.is_some() {
+        Some(
+            !flags.contains(RevertFlags::RUNNING)
+                && (state == SnapshotState::Paused || flags.contains(RevertFlags::PAUSED)),
+        )
+    } else if flags.intersects(RevertFlags::RUNNING | RevertFlags::PAUSED) {
+        Some(flags.contains(RevertFlags::PAUSED))
+    } else {
+        None
+    };
+    if start.is_none() && !facts.persistent {
+        return Err(PlanError::invalid(
+            format!(
+                "transient domain '{domain_name}' cannot be left shut off by reverting to offline snapshot '{name}'"
+            ),
+            "pass --running or --paused",
+        ));
+    }
+
+    let mut steps = Vec::new();
+    if facts.state.is_active() {
+        steps.push(Step::StopDomain);
+    }
+    if facts.managed_save {
+        steps.push(Step::DiscardManagedSave);
+    }
+    let mut changes = Vec::new();
+    let mut discard = Vec::new();
+    let aligned: Vec<_> = if snap.disks.is_empty() {
+        // A snapshot without <disks> covered every disk by its state.
+        snap_domain
+            .disks
+            .iter()
+            .map(|d| (d, default_mode(snap, state)))
+            .collect()
+    } else {
+        snap.disks
+            .iter()
+            .filter_map(|sd| {
+                snap_domain
+                    .disks
+                    .iter()
+                    .find(|d| d.target == sd.name || d.source.local_path() == Some(&sd.name))
+                    .map(|d| (d, sd.mode.unwrap_or(XmlMode::No)))
+            })
+            .collect()
+    };
+    for (dd, mode) in aligned {
+        let target = dd.target.clone();
+        let image = source_label(&dd.source);
+        let current_df = facts.disk(&target);
+        let current_source = facts
+            .domain
+            .def
+            .disk_by_target(&target)
+            .map(|d| source_label(&d.source));
+        match mode {
+            XmlMode::No => {
+                notes.push(format!(
+                    "{target}: not in the snapshot; keeps its current content"
+                ));
+                continue;
+            }
+            XmlMode::Manual => {
+                notes.push(format!(
+                    "{target}: snapshotted out of band (manual); bring its storage back yourself"
+                ));
+                continue;
+            }
+            XmlMode::Internal | XmlMode::External => {}
+        }
+        let Some(df) = current_df else {
+            return Err(PlanError::unsupported(
+                format!(
+                    "disk {target} of snapshot '{name}' is no longer in domain '{domain_name}'"
+                ),
+                "put the disk back in the domain definition, or revert with --force to restore the snapshot's definition",
+            ));
+        };
+        let Some(kind) = df.driver.clone() else {
+            return Err(PlanError::unsupported(
+                format!("no storage driver handles disk {target} ({image})"),
+                "load a plugin for its storage",
+            ));
+        };
+        if mode == XmlMode::Internal {
+            if request.backing_images.contains(&image) {
+                return Err(PlanError::unsupported(
+                    format!(
+                        "the internal snapshot of disk {target} lives in {image}, which later external snapshots built overlays on; going back inside it would change their data"
+                    ),
+                    format!(
+                        "delete the external snapshots taken after '{name}' first, or revert to one of them"
+                    ),
+                ));
+            }
+            let action = if df.storage.internal {
+                DiskAction::Internal
+            } else if df.storage.copy {
+                DiskAction::Copy {
+                    target: format!("{image}.{name}"),
+                }
+            } else {
+                return Err(PlanError::unsupported(
+                    format!(
+                        "driver {kind} cannot bring disk {target} ({image}) back to an internal snapshot"
+                    ),
+                    "revert it by hand, or delete the snapshot",
+                ));
+            };
+            if let Some(cur) = &current_source
+                && cur != &image
+            {
+                changes.push(SourceChange {
+                    disk: target.clone(),
+                    from: cur.clone(),
+                    to: image.clone(),
+                });
+                if !request.needed_images.contains(cur) && !request.backing_images.contains(cur) {
+                    discard.push((target.clone(), cur.clone()));
+                }
+            }
+            steps.push(Step::RevertDisk(DiskStep {
+                disk: target,
+                image,
+                by: Performer::Driver(kind),
+                action,
+            }));
+            continue;
+        }
+        // External: a new overlay on the frozen image.
+        if !df.storage.external {
+            return Err(PlanError::unsupported(
+                format!("driver {kind} cannot put an overlay on {image} for disk {target}"),
+                "revert it by hand, or delete the snapshot",
+            ));
+        }
+        let overlay = external_name(&image, &request.now.to_string());
+        if let Some(cur) = &current_source {
+            if !request.needed_images.contains(cur)
+                && !request.backing_images.contains(cur)
+                && cur != &image
+            {
+                discard.push((target.clone(), cur.clone()));
+            } else if cur != &image {
+                notes.push(format!(
+                    "{target}: {cur} is kept: a snapshot or another image needs it"
+                ));
+            }
+        }
+        changes.push(SourceChange {
+            disk: target.clone(),
+            from: current_source.unwrap_or_else(|| image.clone()),
+            to: overlay.clone(),
+        });
+        steps.push(Step::RevertDisk(DiskStep {
+            disk: target,
+            image,
+            by: Performer::Driver(kind),
+            action: DiskAction::External {
+                target: overlay,
+                format: StorageFormat::Qcow2,
+                reuse: false,
+            },
+        }));
+    }
+    for d in &facts.domain.def.disks {
+        if snap_domain.disk_by_target(&d.target).is_none() {
+            notes.push(format!(
+                "{}: added after the snapshot; the snapshot's definition leaves it out (its image {} is kept)",
+                d.target,
+                source_label(&d.source)
+            ));
+        }
+    }
+    if matches!(snap.domain, Some(EmbeddedDomain::Full(_))) {
+        steps.push(Step::RestoreDefinition);
+        if !changes.is_empty() {
+            steps.push(Step::UpdateDomain(changes));
+        }
+    } else if !changes.is_empty() {
+        steps.push(Step::UpdateDomain(changes));
+    }
+    for (disk, path) in discard {
+        notes.push(format!(
+            "{disk}: what was written since the last snapshot ({path}) is discarded"
+        ));
+        steps.push(Step::DiscardImage { disk, path });
+    }
+    if let Some(paused) = start {
+        steps.push(Step::StartDomain {
+            paused,
+            memory: memory.clone(),
+        });
+    }
+    steps.push(Step::SetCurrent(name.clone()));
+    let after = match start {
+        Some(true) => "paused",
+        Some(false) => "running",
+        None => "shut off",
+    };
+    Ok(Plan {
+        kind: PlanKind::Revert,
+        domain: domain_name,
+        snapshot: name,
+        summary: format!(
+            "snapshot state {state}; domain now {}, afterwards {after}",
+            facts.state.as_str()
+        ),
+        steps,
+        def: None,
+        notes,
+    })
+}
+
+/// The mode of a disk a snapshot without `<disks>` covered.
+fn default_mode(snap: &DomainSnapshotDef, state: SnapshotState) -> XmlMode {
+    if snap.is_external() || state == SnapshotState::DiskSnapshot {
+        XmlMode::External
+    } else {
+        XmlMode::Internal
+    }
+}
+
+/// The domain state a reverted domain ends in, for callers that report it.
+#[must_use]
+pub fn state_after(plan: &Plan) -> DomainState {
+    match plan.steps.iter().rev().find_map(|s| match s {
+        Step::StartDomain { paused, .. } => Some(*paused),
+        _ => None,
+    }) {
+        Some(true) => DomainState::Paused,
+        Some(false) => DomainState::Running,
+        None => DomainState::Shutoff,
+    }
+}

@@ -1,0 +1,159 @@
+//! Shared builders for the planner tests: domains with qcow2 and raw
+//! disks, the facts a caller would gather for them, requests parsed from
+//! `<domainsnapshot>` text.
+
+#![allow(dead_code)]
+
+use snapshot_conf::{Domain, DomainSnapshotDef, ParseFlags, ParseOptions};
+use snapshot_core::driver::Capabilities;
+use snapshot_core::plan::{
+    AgentState, CreateFlags, CreateRequest, DiskFacts, DomainFacts, DomainState, HypervisorCaps,
+    LiveDiskCaps,
+};
+
+/// A disk of a test domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Qcow2,
+    Raw,
+    /// An empty CD-ROM drive.
+    Cdrom,
+    /// A network disk no driver handles.
+    Network,
+}
+
+/// A `<domain>` named `vm` with disks vda, vdb, ... of these kinds.
+pub fn domain(kinds: &[Kind]) -> Domain {
+    let mut devices = String::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        let target = target(i);
+        devices.push_str(&match kind {
+            Kind::Qcow2 => format!(
+                "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/img/{target}.qcow2'/><target dev='{target}' bus='virtio'/></disk>"
+            ),
+            Kind::Raw => format!(
+                "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='/img/{target}.raw'/><target dev='{target}' bus='virtio'/></disk>"
+            ),
+            Kind::Cdrom => format!(
+                "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/><target dev='{target}' bus='sata'/><readonly/></disk>"
+            ),
+            Kind::Network => format!(
+                "<disk type='network' device='disk'><driver name='qemu' type='raw'/><source protocol='rbd' name='pool/{target}'/><target dev='{target}' bus='virtio'/></disk>"
+            ),
+        });
+    }
+    Domain::parse(&format!(
+        "<domain type='kvm'><name>vm</name><uuid>4dea22b3-1d52-d8f3-2516-782e98ab3fa0</uuid><devices>{devices}</devices></domain>"
+    ))
+    .expect("test domain parses")
+}
+
+/// `vda`, `vdb`, ...
+pub fn target(i: usize) -> String {
+    format!(
+        "vd{}",
+        char::from(b'a' + u8::try_from(i).expect("few disks"))
+    )
+}
+
+/// What a caller learns of a disk of this kind with the domain in
+/// `state`: qcow2 through the qcow2 driver (and QEMU while running), raw
+/// through the file driver (copies offline, overlays by QEMU while
+/// running).
+pub fn disk_facts(kind: Kind, state: DomainState) -> DiskFacts {
+    let offline = !state.is_active();
+    match kind {
+        Kind::Qcow2 => DiskFacts {
+            driver: Some("qcow2".into()),
+            storage: Capabilities {
+                internal: offline,
+                external: offline,
+                revert: true,
+                delete_rebase: true,
+                list: true,
+                ..Capabilities::default()
+            },
+            live: LiveDiskCaps {
+                internal: !offline,
+                vmstate: !offline,
+                external: !offline,
+            },
+            regular_file: true,
+            block_job: false,
+        },
+        Kind::Raw => DiskFacts {
+            driver: Some("file".into()),
+            storage: Capabilities {
+                copy: offline,
+                revert: true,
+                checksums: true,
+                ..Capabilities::default()
+            },
+            live: LiveDiskCaps {
+                external: !offline,
+                ..LiveDiskCaps::default()
+            },
+            regular_file: true,
+            block_job: false,
+        },
+        Kind::Cdrom => DiskFacts::default(),
+        Kind::Network => DiskFacts {
+            live: LiveDiskCaps {
+                external: !offline,
+                ..LiveDiskCaps::default()
+            },
+            ..DiskFacts::default()
+        },
+    }
+}
+
+/// A QEMU that can do everything.
+pub fn qemu() -> HypervisorCaps {
+    HypervisorCaps {
+        snapshot_save: true,
+        memory_to_file: true,
+        background_snapshot: false,
+        transaction: true,
+    }
+}
+
+/// Facts for domain `vm` with these disks in `state`.
+pub fn facts(kinds: &[Kind], state: DomainState) -> DomainFacts {
+    DomainFacts {
+        domain: domain(kinds),
+        state,
+        persistent: true,
+        agent: AgentState::Connected,
+        managed_save: false,
+        disks: kinds.iter().map(|k| disk_facts(*k, state)).collect(),
+        hypervisor: if state.is_active() {
+            qemu()
+        } else {
+            HypervisorCaps::default()
+        },
+    }
+}
+
+/// Two qcow2 disks, the seed table's domain.
+pub fn two_qcow2(state: DomainState) -> DomainFacts {
+    facts(&[Kind::Qcow2, Kind::Qcow2], state)
+}
+
+/// A `<domainsnapshot>` named `s1` with this inner XML, parsed as a
+/// creation request (no OFFLINE flag: the planner judges memory).
+pub fn def(inner: &str) -> DomainSnapshotDef {
+    let xml = format!("<domainsnapshot><name>s1</name>{inner}</domainsnapshot>");
+    let mut options = ParseOptions::new(ParseFlags::empty());
+    options.creation_time = Some(1_700_000_000);
+    DomainSnapshotDef::parse(&xml, &options)
+        .unwrap_or_else(|e| panic!("test XML {xml} parses: {e}"))
+        .def
+}
+
+/// A request from inner XML and flags.
+pub fn request(inner: &str, flags: CreateFlags) -> CreateRequest {
+    CreateRequest {
+        def: def(inner),
+        flags,
+    }
+}
