@@ -441,6 +441,7 @@ async fn refusals_and_capabilities() {
             delete_rebase: true,
             list: false,
             checksums: true,
+            overlay: false,
         }
     );
     assert_eq!(caps.modes(), vec![SnapshotMode::Copy]);

@@ -24,6 +24,7 @@
 //!   differs), then the file is removed. A snapshot file already gone
 //!   means the delete was done.
 
+mod chain;
 pub mod lock;
 pub mod qcow2;
 pub mod qemu_img;
@@ -168,7 +169,7 @@ impl QemuDriver {
     /// Runs `qemu-img` with `args`. When it fails, a `qemu-img` older
     /// than [`MIN_QEMU_IMG`] is the error reported (its version is asked
     /// only then, so a successful call costs one process).
-    async fn img(&self, args: &[String]) -> Result<String, DriverError> {
+    pub(crate) async fn img(&self, args: &[String]) -> Result<String, DriverError> {
         match self.qemu_img.run(args).await {
             Ok(out) => Ok(out),
             Err(e) => Err(self.explain(e).await),
@@ -176,7 +177,7 @@ impl QemuDriver {
     }
 
     /// As [`QemuDriver::img`], with progress.
-    async fn img_with_progress(
+    pub(crate) async fn img_with_progress(
         &self,
         args: &[String],
         total: u64,
@@ -538,7 +539,18 @@ impl VolumeDriver for QemuDriver {
                 what: format!("volume {}", volume.path.display()),
             });
         }
-        if state == VolumeState::InUse || volume.format != VolumeFormat::Qcow2 {
+        if state == VolumeState::InUse {
+            return Ok(Capabilities::default());
+        }
+        if volume.format == VolumeFormat::Raw {
+            // A qcow2 overlay can sit on raw bytes: a raw domain disk's
+            // external snapshot.
+            return Ok(Capabilities {
+                overlay: true,
+                ..Capabilities::default()
+            });
+        }
+        if volume.format != VolumeFormat::Qcow2 {
             return Ok(Capabilities::default());
         }
         let header = qcow2::read_header(&volume.path)?;
@@ -551,6 +563,7 @@ impl VolumeDriver for QemuDriver {
             delete_rebase: true,
             list: true,
             checksums: false,
+            overlay: true,
         })
     }
 
@@ -718,5 +731,33 @@ impl VolumeDriver for QemuDriver {
             }
             SnapshotMode::Copy => Ok(()),
         }
+    }
+
+    async fn create_overlay(
+        &self,
+        base: &Volume,
+        overlay: &Path,
+        reuse: bool,
+    ) -> Result<(), DriverError> {
+        chain::create_overlay(self, base, overlay, reuse).await
+    }
+
+    async fn merge_layer(
+        &self,
+        image: &Path,
+        top: &Path,
+        progress: Option<&Progress>,
+    ) -> Result<(), DriverError> {
+        chain::merge_layer(self, image, top, progress).await
+    }
+
+    async fn rebase_layers(
+        &self,
+        image: &Path,
+        children: &[PathBuf],
+        onto: Option<&Path>,
+        progress: Option<&Progress>,
+    ) -> Result<(), DriverError> {
+        chain::rebase_layers(self, image, children, onto, progress).await
     }
 }

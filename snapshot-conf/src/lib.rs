@@ -27,6 +27,7 @@
 pub mod align;
 pub mod document;
 pub mod domain;
+pub mod domain_edit;
 pub mod error;
 pub mod flags;
 pub mod limits;
@@ -39,6 +40,7 @@ mod xml;
 pub use align::{AlignParams, HostFiles, SourceProbe, external_name};
 pub use document::SnapshotDocument;
 pub use domain::{BackingLayer, DiskDevice, Domain, DomainDef, DomainDisk};
+pub use domain_edit::DiskChange;
 pub use error::{ConfError, Pos, Result};
 pub use flags::{FormatFlags, FormatOptions, ParseFlags, ParseOptions};
 pub use names::check_snapshot_name;

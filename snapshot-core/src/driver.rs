@@ -158,6 +158,12 @@ pub struct Capabilities {
     pub list: bool,
     /// Content checksums recorded at creation and verified on revert.
     pub checksums: bool,
+    /// Putting a new overlay on the image at another path, the image
+    /// staying as it is underneath ([`VolumeDriver::create_overlay`]: a
+    /// domain disk's external snapshot), and the chain operations that
+    /// undo such layers ([`VolumeDriver::merge_layer`],
+    /// [`VolumeDriver::rebase_layers`]).
+    pub overlay: bool,
 }
 
 impl Capabilities {
@@ -491,4 +497,80 @@ pub trait VolumeDriver: Send + Sync {
     /// # Errors
     /// A tool or I/O failure.
     async fn undo(&self, volume: &Volume, created: &CreatedSnapshot) -> Result<(), DriverError>;
+
+    /// Puts a new, empty overlay at `overlay` on top of `base`, which
+    /// stays as it is (its read-only backing from now on): the external
+    /// snapshot of a domain disk, whose source then becomes the overlay.
+    /// With `reuse` the overlay exists already (REUSE_EXT) and is only
+    /// checked to be an image backed by `base`. Without, an existing
+    /// `overlay` is refused ([`DriverError::Exists`]). On error nothing is
+    /// left behind.
+    ///
+    /// # Errors
+    /// Unsupported (the default), Exists, NoSpace, a tool or I/O failure.
+    async fn create_overlay(
+        &self,
+        base: &Volume,
+        overlay: &Path,
+        reuse: bool,
+    ) -> Result<(), DriverError> {
+        let _ = (overlay, reuse);
+        Err(DriverError::Unsupported {
+            driver: self.kind(),
+            operation: "put an overlay on an image".into(),
+            volume: base.path.display().to_string(),
+            reason: "this driver has no image chains".into(),
+            hint: "snapshot this disk with snapshot='internal' (a copy where the format has no internal snapshots)".into(),
+        })
+    }
+
+    /// Removes the layer `image` from a chain whose only image built on it
+    /// is `top`: `top`'s data is merged down into `image`, which then
+    /// takes `top`'s path (whoever uses `top` keeps its path and reads the
+    /// same data). A merge interrupted by a crash is finished by calling
+    /// it again: when `image` is gone and `top` exists, it is done.
+    ///
+    /// # Errors
+    /// Unsupported (the default: callers then use
+    /// [`VolumeDriver::rebase_layers`]), a tool or I/O failure.
+    async fn merge_layer(
+        &self,
+        image: &Path,
+        top: &Path,
+        progress: Option<&Progress>,
+    ) -> Result<(), DriverError> {
+        let _ = (top, progress);
+        Err(DriverError::Unsupported {
+            driver: self.kind(),
+            operation: "merge an image layer".into(),
+            volume: image.display().to_string(),
+            reason: "this driver has no image chains".into(),
+            hint: "delete the snapshot's metadata only (--metadata)".into(),
+        })
+    }
+
+    /// Removes the layer `image` from a chain: every image in `children`
+    /// (built on `image`) is rebased onto `onto` (`image`'s backing, or
+    /// none: they stand alone), copying what it read from `image` into
+    /// it; then `image` is deleted. Idempotent: a child already rebased is
+    /// left alone, a missing `image` means it was done.
+    ///
+    /// # Errors
+    /// Unsupported (the default), a tool or I/O failure.
+    async fn rebase_layers(
+        &self,
+        image: &Path,
+        children: &[PathBuf],
+        onto: Option<&Path>,
+        progress: Option<&Progress>,
+    ) -> Result<(), DriverError> {
+        let _ = (children, onto, progress);
+        Err(DriverError::Unsupported {
+            driver: self.kind(),
+            operation: "rebase image layers".into(),
+            volume: image.display().to_string(),
+            reason: "this driver has no image chains".into(),
+            hint: "delete the snapshot's metadata only (--metadata)".into(),
+        })
+    }
 }
