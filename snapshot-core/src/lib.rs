@@ -6,6 +6,7 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod driver;
+pub mod exec;
 pub mod plan;
 pub mod store;
 pub mod tree;

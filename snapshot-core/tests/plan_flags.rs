@@ -7,9 +7,10 @@ mod plan_support;
 
 use plan_support::{Kind, facts, request, two_qcow2};
 use snapshot_conf::SnapshotState;
+use snapshot_core::driver::Capabilities;
 use snapshot_core::plan::{
-    AgentState, CreateFlags, DiskAction, DomainState, MemorySave, Performer, PlanError, PlanKind,
-    Step, plan_create,
+    AgentState, CreateFlags, DiskAction, DomainState, LiveDiskCaps, MemorySave, Performer,
+    PlanError, PlanKind, Step, StorageOption, plan_create,
 };
 
 const RUN: DomainState = DomainState::Running;
@@ -281,7 +282,9 @@ fn disks_that_cannot_be_snapshotted_are_refused_by_name() {
     let kinds = [Kind::Qcow2, Kind::Network];
     let e = plan_create(&request("", CreateFlags::empty()), &facts(&kinds, OFF)).expect_err("net");
     assert!(
-        e.is_unsupported() && e.to_string().contains("disk vdb (rbd:pool/vdb)"),
+        e.is_unsupported()
+            && e.to_string().contains("disk vdb (rbd:pool/vdb")
+            && e.to_string().contains("no storage driver handles it"),
         "{e}"
     );
     // Leaving it out works.
@@ -360,9 +363,14 @@ fn storage_drivers_of_running_domains_work_while_paused() {
     // A disk whose storage driver can snapshot it in use (LVM, btrfs)
     // but which the hypervisor cannot: the guest is paused around it.
     let mut f = two_qcow2(RUN);
-    f.disks[1].driver = Some("lvm".into());
-    f.disks[1].live = Default::default();
-    f.disks[1].storage.internal = true;
+    f.disks[1].in_use = vec![StorageOption::new(
+        "lvm",
+        Capabilities {
+            internal: true,
+            ..Capabilities::default()
+        },
+    )];
+    f.disks[1].live = LiveDiskCaps::default();
     let plan = plan_create(
         &request(
             "<disks><disk name='vdb' snapshot='internal'/></disks>",

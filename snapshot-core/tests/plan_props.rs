@@ -188,9 +188,11 @@ fn build(case: &Case) -> (CreateRequest, DomainFacts) {
         .collect();
     for (f, (job, i, e, c)) in facts_disks.iter_mut().zip(&case.tweaks) {
         f.block_job = *job;
-        f.storage.internal ^= *i;
-        f.storage.external ^= *e;
-        f.storage.copy ^= *c;
+        if let Some(o) = f.offline.first_mut() {
+            o.caps.internal ^= *i;
+            o.caps.overlay ^= *e;
+            o.caps.copy ^= *c;
+        }
     }
     let [save, file, background, transaction] = case.hypervisor;
     let facts = DomainFacts {

@@ -28,7 +28,7 @@ const DISKS_EXT: &str =
 fn tag(step: &Step) -> String {
     let disk = |d: &snapshot_core::plan::DiskStep| {
         let by = match &d.by {
-            Performer::Hypervisor => "qemu".to_string(),
+            Performer::Hypervisor => "hv".to_string(),
             Performer::Driver(k) => k.clone(),
         };
         let what = match &d.action {
@@ -168,14 +168,14 @@ const OFF: DomainState = DomainState::Shutoff;
 const RUN: DomainState = DomainState::Running;
 
 const OFFLINE_INT: &[&str] = &[
-    "snap vda:int@qcow2",
-    "snap vdb:int@qcow2",
+    "snap vda:int@qemu",
+    "snap vdb:int@qemu",
     "metadata",
     "current=s1",
 ];
 const OFFLINE_EXT: &[&str] = &[
-    "snap vda:ext>/img/vda.s1@qcow2",
-    "snap vdb:ext>/img/vdb.s1@qcow2",
+    "snap vda:ext>/img/vda.s1@qemu",
+    "snap vdb:ext>/img/vdb.s1@qemu",
     "define[vda,vdb]",
     "metadata",
     "current=s1",
@@ -188,12 +188,12 @@ const SAVEVM: &[&str] = &[
     "current=s1",
 ];
 const LIVE_EXT: &[&str] = &[
-    "tx[vda:ext>/img/vda.s1@qemu vdb:ext>/img/vdb.s1@qemu]",
+    "tx[vda:ext>/img/vda.s1@hv vdb:ext>/img/vdb.s1@hv]",
     "define[vda,vdb]",
     "metadata",
     "current=s1",
 ];
-const LIVE_INT: &[&str] = &["tx[vda:int@qemu vdb:int@qemu]", "metadata", "current=s1"];
+const LIVE_INT: &[&str] = &["tx[vda:int@hv vdb:int@hv]", "metadata", "current=s1"];
 const NOTHING: &str = "nothing selected for snapshot";
 const NO_MEMORY_OFFLINE: &str = "memory state cannot be saved: domain 'vm' is shut off";
 const NO_MEMORY_DISK_ONLY: &str = "memory state cannot be saved with a disk-only snapshot";
@@ -262,7 +262,7 @@ fn rows() -> Vec<(&'static str, DomainState, &'static str, &'static str, bool, E
         // libvirt: migrate + transaction.
         ("22", RUN, MEM_EXT, OMIT, false, P("running", "external", BOTH_EXT, &[
             "pause", "mem>/mem/s1:paused",
-            "tx[vda:ext>/img/vda.s1@qemu vdb:ext>/img/vdb.s1@qemu]",
+            "tx[vda:ext>/img/vda.s1@hv vdb:ext>/img/vdb.s1@hv]",
             "define[vda,vdb]", "resume", "metadata", "current=s1"])),
         // libvirt: memory only, by migration.
         ("23", RUN, MEM_EXT, DISKS_NO, false, P("running", "external", BOTH_NO, &[
@@ -270,11 +270,11 @@ fn rows() -> Vec<(&'static str, DomainState, &'static str, &'static str, bool, E
         // libvirt: unsupported (mixing); here memory to a file and
         // internal disks in one transaction while paused.
         ("24", RUN, MEM_EXT, DISKS_INT, false, P("running", "external", BOTH_INT, &[
-            "pause", "mem>/mem/s1:paused", "tx[vda:int@qemu vdb:int@qemu]",
+            "pause", "mem>/mem/s1:paused", "tx[vda:int@hv vdb:int@hv]",
             "resume", "metadata", "current=s1"])),
         ("25", RUN, MEM_EXT, DISKS_EXT, false, P("running", "external", BOTH_EXT, &[
             "pause", "mem>/mem/s1:paused",
-            "tx[vda:ext>/img/vda.s1@qemu vdb:ext>/img/vdb.s1@qemu]",
+            "tx[vda:ext>/img/vda.s1@hv vdb:ext>/img/vdb.s1@hv]",
             "define[vda,vdb]", "resume", "metadata", "current=s1"])),
     ]
 }
@@ -331,7 +331,7 @@ fn row_20_subsets_are_planned() {
         [
             "pause",
             "savevm[vda|vda]",
-            "tx[vdb:ext>/img/vdb.s1@qemu]",
+            "tx[vdb:ext>/img/vdb.s1@hv]",
             "define[vdb]",
             "resume",
             "metadata",

@@ -36,7 +36,7 @@ use snapshot_conf::{
 };
 
 use super::error::PlanError;
-use super::facts::{AgentState, DiskFacts, DomainFacts, DomainState};
+use super::facts::{AgentState, DomainFacts, DomainState, cannot, driver_for};
 use super::step::{
     DiskAction, DiskStep, MemorySave, Performer, Plan, PlanKind, SourceChange, Step,
 };
@@ -435,21 +435,21 @@ impl<'a> Creation<'a> {
             if mode == XmlMode::Internal {
                 internal_disks += 1;
                 if !self.active {
-                    let kind = self.driver_of(&dd.target, &image, df)?;
-                    let action = if df.storage.internal {
-                        DiskAction::Internal
-                    } else if df.storage.copy {
+                    let (kind, action) = if let Some(k) = driver_for(&df.offline, |c| c.internal) {
+                        (k.to_string(), DiskAction::Internal)
+                    } else if let Some(k) = driver_for(&df.offline, |c| c.copy) {
                         let target = format!("{image}.{}", self.name);
                         self.notes.push(format!(
                             "{}: {fmt} has no internal snapshots: the storage keeps a full copy at {target} and the disk keeps its path",
                             dd.target
                         ));
-                        DiskAction::Copy { target }
+                        (k.to_string(), DiskAction::Copy { target })
                     } else {
                         return Err(PlanError::unsupported(
                             format!(
-                                "disk {} ({image}, {fmt}) cannot keep an internal snapshot: driver {kind} has neither internal snapshots nor copies of it",
-                                dd.target
+                                "disk {} ({image}, {fmt}) cannot keep an internal snapshot: {}",
+                                dd.target,
+                                cannot(&df.offline, "take an internal snapshot or a copy of it")
                             ),
                             format!(
                                 "use <disk name='{}' snapshot='external'/> or snapshot='no'",
@@ -478,11 +478,11 @@ impl<'a> Creation<'a> {
                     } else {
                         transaction.push(step);
                     }
-                } else if df.storage.internal && df.driver.is_some() {
+                } else if let Some(kind) = driver_for(&df.in_use, |c| c.internal) {
                     driver_steps.push(DiskStep {
                         disk: dd.target.clone(),
                         image,
-                        by: Performer::Driver(df.driver.clone().unwrap_or_default()),
+                        by: Performer::Driver(kind.to_string()),
                         action: DiskAction::Internal,
                     });
                 } else {
@@ -530,19 +530,19 @@ impl<'a> Creation<'a> {
                 to: target,
             });
             if !self.active {
-                let kind = self.driver_of(&dd.target, &image, df)?;
-                if !df.storage.external {
+                let Some(kind) = driver_for(&df.offline, |c| c.overlay).map(str::to_string) else {
                     return Err(PlanError::unsupported(
                         format!(
-                            "disk {} ({image}, {fmt}) cannot get an external overlay: driver {kind} cannot put one on it",
-                            dd.target
+                            "disk {} ({image}, {fmt}) cannot get an external overlay: {}",
+                            dd.target,
+                            cannot(&df.offline, "put one on it")
                         ),
                         format!(
                             "use <disk name='{}' snapshot='internal'/> (a copy where the format has no internal snapshots) or snapshot='no'",
                             dd.target
                         ),
                     ));
-                }
+                };
                 driver_steps.push(DiskStep {
                     disk: dd.target.clone(),
                     image,
@@ -730,18 +730,6 @@ impl<'a> Creation<'a> {
             steps,
             def: Some(def),
             notes: self.notes,
-        })
-    }
-
-    /// The storage driver of a disk, or the refusal naming the disk.
-    fn driver_of(&self, target: &str, image: &str, df: &DiskFacts) -> Result<String, PlanError> {
-        df.driver.clone().ok_or_else(|| {
-            PlanError::unsupported(
-                format!("no storage driver handles disk {target} ({image})"),
-                format!(
-                    "give it <disk name='{target}' snapshot='no'/>, or load a plugin for its storage"
-                ),
-            )
         })
     }
 }

@@ -24,12 +24,12 @@ use snapshot_conf::{DomainSnapshotDef, EmbeddedDomain, SnapshotMode as XmlMode};
 
 use super::create::source_label;
 use super::error::PlanError;
-use super::facts::DomainFacts;
+use super::facts::{DomainFacts, cannot, driver_for};
 use super::step::{DiskAction, DiskStep, Performer, Plan, PlanKind, Step};
 use crate::tree::{ChildPolicy, SnapshotTree};
 
 /// A delete request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DeleteRequest {
     /// The snapshot.
     pub name: String,
@@ -42,6 +42,10 @@ pub struct DeleteRequest {
     /// Each image's backing image (`None`: it has none), as read from the
     /// images: every image the snapshots and the domain refer to.
     pub backing: HashMap<String, Option<String>>,
+    /// Images their one child cannot be merged into (not qcow2, holding
+    /// internal snapshots, another size): their children are rebased
+    /// instead.
+    pub merge_blocked: HashSet<String>,
 }
 
 /// Plans deleting `request.name` from `tree`.
@@ -92,7 +96,14 @@ pub fn plan_delete(
                 .filter(|(n, _)| *n != victim && !deleted.contains(*n))
                 .collect();
             plan_one(
-                victim, def, &others, facts, &mut state, &mut steps, &mut notes,
+                victim,
+                def,
+                &others,
+                facts,
+                &request.merge_blocked,
+                &mut state,
+                &mut steps,
+                &mut notes,
             )?;
         }
         steps.push(Step::RemoveMetadata(victim.clone()));
@@ -176,12 +187,13 @@ fn internal_holders<'a>(others: &[(&'a String, &DomainSnapshotDef)], image: &str
     v
 }
 
-#[allow(clippy::too_many_lines)]
+#[allow(clippy::too_many_lines, clippy::too_many_arguments)]
 fn plan_one(
     name: &str,
     def: &DomainSnapshotDef,
     others: &[(&String, &DomainSnapshotDef)],
     facts: &DomainFacts,
+    merge_blocked: &HashSet<String>,
     images: &mut Images,
     steps: &mut Vec<Step>,
     notes: &mut Vec<String>,
@@ -229,23 +241,31 @@ fn plan_one(
                 "delete its metadata only (--metadata), then remove its images by hand",
             ));
         };
-        let kind = facts
-            .disk(&disk)
-            .and_then(|f| f.driver.clone())
-            .or_else(|| {
-                // A disk since removed from the domain: the driver of any
-                // disk with the same kind of image will do.
-                facts.disks.iter().find_map(|f| f.driver.clone())
-            })
-            .ok_or_else(|| {
-                PlanError::unsupported(
-                    format!("no storage driver handles disk {disk} ({image})"),
-                    "load a plugin for its storage, or delete the metadata only (--metadata)",
-                )
-            })?;
+        let Some(df) = facts.disk(&disk) else {
+            return Err(PlanError::unsupported(
+                format!(
+                    "disk {disk} of snapshot '{name}' is no longer in domain '{}', so its storage cannot be examined",
+                    facts.name()
+                ),
+                "put the disk back in the domain definition (define), or delete the metadata only (--metadata)",
+            ));
+        };
         if mode == XmlMode::Internal {
-            let df = facts.disk(&disk);
-            let copy = df.is_some_and(|f| !f.storage.internal && f.storage.copy);
+            // Judged as the storage is with the domain stopped: what the
+            // snapshot was taken as (an internal snapshot, or a copy).
+            let (kind, copy) = if let Some(k) = driver_for(&df.offline, |c| c.internal) {
+                (k.to_string(), false)
+            } else if let Some(k) = driver_for(&df.offline, |c| c.copy) {
+                (k.to_string(), true)
+            } else {
+                return Err(PlanError::unsupported(
+                    format!(
+                        "the internal snapshot of disk {disk} ({image}) cannot be dropped: {}",
+                        cannot(&df.offline, "drop one")
+                    ),
+                    "delete the metadata only (--metadata)",
+                ));
+            };
             if active && live.contains(&image) && !copy {
                 let current = facts
                     .domain
@@ -282,6 +302,15 @@ fn plan_one(
             continue;
         }
         // External: the frozen image goes, its data to what is built on it.
+        let Some(kind) = driver_for(&df.offline, |c| c.overlay).map(str::to_string) else {
+            return Err(PlanError::unsupported(
+                format!(
+                    "the external snapshot of disk {disk} ({image}) cannot be merged away: {}",
+                    cannot(&df.offline, "work on image chains")
+                ),
+                "delete the metadata only (--metadata)",
+            ));
+        };
         let holders = internal_holders(others, &image);
         if !holders.is_empty() {
             notes.push(format!(
@@ -326,7 +355,7 @@ fn plan_one(
                 });
                 images.gone.insert(image);
             }
-            [x] => {
+            [x] if !merge_blocked.contains(&image) => {
                 steps.push(Step::MergeImage {
                     disk,
                     image: image.clone(),

@@ -93,15 +93,61 @@ pub struct LiveDiskCaps {
     pub external: bool,
 }
 
+/// A storage driver that can handle a disk's image, and what it can do
+/// with it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StorageOption {
+    /// The driver's kind (`qemu`, `file`, `lvm`, ...).
+    pub driver: String,
+    /// What it can do with the image.
+    pub caps: Capabilities,
+}
+
+impl StorageOption {
+    /// An option of `driver` with `caps`.
+    #[must_use]
+    pub fn new(driver: impl Into<String>, caps: Capabilities) -> Self {
+        Self {
+            driver: driver.into(),
+            caps,
+        }
+    }
+}
+
+/// The first of `options` whose capabilities pass `want`.
+pub(crate) fn driver_for(
+    options: &[StorageOption],
+    want: impl Fn(&Capabilities) -> bool,
+) -> Option<&str> {
+    options
+        .iter()
+        .find(|o| want(&o.caps))
+        .map(|o| o.driver.as_str())
+}
+
+/// Why none of `options` did it: "no storage driver handles it", or
+/// "its drivers (a, b) cannot VERB".
+pub(crate) fn cannot(options: &[StorageOption], verb: &str) -> String {
+    if options.is_empty() {
+        "no storage driver handles it".to_string()
+    } else {
+        let names: Vec<&str> = options.iter().map(|o| o.driver.as_str()).collect();
+        format!("its drivers ({}) cannot {verb}", names.join(", "))
+    }
+}
+
 /// What is known of one disk of the domain, in the domain's order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DiskFacts {
-    /// The storage driver that handles the disk's image (`qcow2`, `file`,
-    /// `lvm`, ...), `None` when no driver does.
-    pub driver: Option<String>,
-    /// What that driver can do with the image in the domain's state
-    /// (offline when shut off, in use when running).
-    pub storage: Capabilities,
+    /// The storage drivers that handle the disk's image with the domain
+    /// shut off, preferred first, with what each can do then (creates of
+    /// a shut-off domain; reverts and deletes, which stop the domain or
+    /// work on images it does not use).
+    pub offline: Vec<StorageOption>,
+    /// The same while the domain runs and writes the image (storage-level
+    /// snapshots of an image in use, LVM or btrfs, taken with the guest
+    /// paused); empty when the domain is shut off.
+    pub in_use: Vec<StorageOption>,
     /// What the hypervisor can do with it while the domain runs.
     pub live: LiveDiskCaps,
     /// The disk's current image is a regular file (external snapshots get
@@ -111,7 +157,9 @@ pub struct DiskFacts {
     pub block_job: bool,
 }
 
-/// What the hypervisor can do for the whole domain.
+/// What the hypervisor can do for the whole domain: the one running it,
+/// or, for a shut-off domain, the one that would start it (loading a
+/// snapshot's memory on revert). Empty when no hypervisor is at hand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[allow(clippy::struct_excessive_bools)]
 pub struct HypervisorCaps {
@@ -143,7 +191,7 @@ pub struct DomainFacts {
     pub managed_save: bool,
     /// One entry per domain disk, in the definition's order.
     pub disks: Vec<DiskFacts>,
-    /// What the hypervisor can do (meaningful while the domain runs).
+    /// What the hypervisor can do.
     pub hypervisor: HypervisorCaps,
 }
 

@@ -29,7 +29,9 @@ mod step;
 pub use create::{CreateFlags, CreateRequest, plan_create};
 pub use delete::{DeleteRequest, plan_delete};
 pub use error::PlanError;
-pub use facts::{AgentState, DiskFacts, DomainFacts, DomainState, HypervisorCaps, LiveDiskCaps};
+pub use facts::{
+    AgentState, DiskFacts, DomainFacts, DomainState, HypervisorCaps, LiveDiskCaps, StorageOption,
+};
 pub use revert::{RevertFlags, RevertRequest, plan_revert, state_after};
 pub use step::{
     DiskAction, DiskStep, MemorySave, Performer, Plan, PlanKind, SourceChange, Step, Undo,

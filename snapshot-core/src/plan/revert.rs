@@ -27,7 +27,7 @@ use snapshot_conf::{
 
 use super::create::source_label;
 use super::error::PlanError;
-use super::facts::{DomainFacts, DomainState};
+use super::facts::{DomainFacts, DomainState, cannot, driver_for};
 use super::step::{DiskAction, DiskStep, Performer, Plan, PlanKind, SourceChange, Step};
 
 bitflags! {
@@ -186,17 +186,23 @@ pub fn plan_revert(request: &RevertRequest, facts: &DomainFacts) -> Result<Plan,
             .map(|d| (d, default_mode(snap, state)))
             .collect()
     } else {
-        snap.disks
-            .iter()
-            .filter_map(|sd| {
-                snap_domain
-                    .disks
-                    .iter()
-                    .find(|d| d.target == sd.name || d.source.local_path() == Some(&sd.name))
-                    .map(|d| (d, sd.mode.unwrap_or(XmlMode::No)))
-            })
-            .collect()
+        let mut found = Vec::new();
+        for sd in &snap.disks {
+            match snap_domain
+                .disks
+                .iter()
+                .find(|d| d.target == sd.name || d.source.local_path() == Some(&sd.name))
+            {
+                Some(d) => found.push((d, sd.mode.unwrap_or(XmlMode::No))),
+                None => notes.push(format!(
+                    "{}: listed by the snapshot but not in its domain definition; left as it is",
+                    sd.name
+                )),
+            }
+        }
+        found
     };
+    let restores_definition = matches!(snap.domain, Some(EmbeddedDomain::Full(_)));
     for (dd, mode) in aligned {
         let target = dd.target.clone();
         let image = source_label(&dd.source);
@@ -224,15 +230,9 @@ pub fn plan_revert(request: &RevertRequest, facts: &DomainFacts) -> Result<Plan,
         let Some(df) = current_df else {
             return Err(PlanError::unsupported(
                 format!(
-                    "disk {target} of snapshot '{name}' is no longer in domain '{domain_name}'"
+                    "disk {target} of snapshot '{name}' is no longer in domain '{domain_name}', so its storage cannot be examined"
                 ),
-                "put the disk back in the domain definition, or revert with --force to restore the snapshot's definition",
-            ));
-        };
-        let Some(kind) = df.driver.clone() else {
-            return Err(PlanError::unsupported(
-                format!("no storage driver handles disk {target} ({image})"),
-                "load a plugin for its storage",
+                "put the disk back in the domain definition (define), then revert",
             ));
         };
         if mode == XmlMode::Internal {
@@ -246,16 +246,21 @@ pub fn plan_revert(request: &RevertRequest, facts: &DomainFacts) -> Result<Plan,
                     ),
                 ));
             }
-            let action = if df.storage.internal {
-                DiskAction::Internal
-            } else if df.storage.copy {
-                DiskAction::Copy {
-                    target: format!("{image}.{name}"),
-                }
+            // The domain is stopped first: what the drivers can do offline.
+            let (kind, action) = if let Some(k) = driver_for(&df.offline, |c| c.internal) {
+                (k.to_string(), DiskAction::Internal)
+            } else if let Some(k) = driver_for(&df.offline, |c| c.copy) {
+                (
+                    k.to_string(),
+                    DiskAction::Copy {
+                        target: format!("{image}.{name}"),
+                    },
+                )
             } else {
                 return Err(PlanError::unsupported(
                     format!(
-                        "driver {kind} cannot bring disk {target} ({image}) back to an internal snapshot"
+                        "disk {target} ({image}) cannot go back to an internal snapshot: {}",
+                        cannot(&df.offline, "revert one")
                     ),
                     "revert it by hand, or delete the snapshot",
                 ));
@@ -263,11 +268,14 @@ pub fn plan_revert(request: &RevertRequest, facts: &DomainFacts) -> Result<Plan,
             if let Some(cur) = &current_source
                 && cur != &image
             {
-                changes.push(SourceChange {
-                    disk: target.clone(),
-                    from: cur.clone(),
-                    to: image.clone(),
-                });
+                if !restores_definition {
+                    // The restored definition names `image` already.
+                    changes.push(SourceChange {
+                        disk: target.clone(),
+                        from: cur.clone(),
+                        to: image.clone(),
+                    });
+                }
                 if !request.needed_images.contains(cur) && !request.backing_images.contains(cur) {
                     discard.push((target.clone(), cur.clone()));
                 }
@@ -281,12 +289,15 @@ pub fn plan_revert(request: &RevertRequest, facts: &DomainFacts) -> Result<Plan,
             continue;
         }
         // External: a new overlay on the frozen image.
-        if !df.storage.external {
+        let Some(kind) = driver_for(&df.offline, |c| c.overlay).map(str::to_string) else {
             return Err(PlanError::unsupported(
-                format!("driver {kind} cannot put an overlay on {image} for disk {target}"),
+                format!(
+                    "disk {target} cannot get a new overlay on {image}: {}",
+                    cannot(&df.offline, "put one on it")
+                ),
                 "revert it by hand, or delete the snapshot",
             ));
-        }
+        };
         let overlay = external_name(&image, &request.now.to_string());
         if let Some(cur) = &current_source {
             if !request.needed_images.contains(cur)
@@ -302,7 +313,12 @@ pub fn plan_revert(request: &RevertRequest, facts: &DomainFacts) -> Result<Plan,
         }
         changes.push(SourceChange {
             disk: target.clone(),
-            from: current_source.unwrap_or_else(|| image.clone()),
+            // Relative to the definition in force when the change applies.
+            from: if restores_definition {
+                image.clone()
+            } else {
+                current_source.unwrap_or_else(|| image.clone())
+            },
             to: overlay.clone(),
         });
         steps.push(Step::RevertDisk(DiskStep {
@@ -325,7 +341,7 @@ pub fn plan_revert(request: &RevertRequest, facts: &DomainFacts) -> Result<Plan,
             ));
         }
     }
-    if matches!(snap.domain, Some(EmbeddedDomain::Full(_))) {
+    if restores_definition {
         steps.push(Step::RestoreDefinition);
         if !changes.is_empty() {
             steps.push(Step::UpdateDomain(changes));
@@ -333,17 +349,18 @@ pub fn plan_revert(request: &RevertRequest, facts: &DomainFacts) -> Result<Plan,
     } else if !changes.is_empty() {
         steps.push(Step::UpdateDomain(changes));
     }
-    for (disk, path) in discard {
-        notes.push(format!(
-            "{disk}: what was written since the last snapshot ({path}) is discarded"
-        ));
-        steps.push(Step::DiscardImage { disk, path });
-    }
     if let Some(paused) = start {
         steps.push(Step::StartDomain {
             paused,
             memory: memory.clone(),
         });
+    }
+    // Last: only once everything else has worked is the old state let go.
+    for (disk, path) in discard {
+        notes.push(format!(
+            "{disk}: what was written since the last snapshot ({path}) is discarded"
+        ));
+        steps.push(Step::DiscardImage { disk, path });
     }
     steps.push(Step::SetCurrent(name.clone()));
     let after = match start {

@@ -8,7 +8,7 @@ use snapshot_conf::{Domain, DomainSnapshotDef, ParseFlags, ParseOptions};
 use snapshot_core::driver::Capabilities;
 use snapshot_core::plan::{
     AgentState, CreateFlags, CreateRequest, DiskFacts, DomainFacts, DomainState, HypervisorCaps,
-    LiveDiskCaps,
+    LiveDiskCaps, StorageOption,
 };
 
 /// A disk of a test domain.
@@ -56,50 +56,66 @@ pub fn target(i: usize) -> String {
     )
 }
 
+/// What the qemu driver can do with a qcow2 image offline.
+pub fn qcow2_caps() -> Capabilities {
+    Capabilities {
+        internal: true,
+        external: true,
+        overlay: true,
+        revert: true,
+        delete_rebase: true,
+        list: true,
+        ..Capabilities::default()
+    }
+}
+
 /// What a caller learns of a disk of this kind with the domain in
-/// `state`: qcow2 through the qcow2 driver (and QEMU while running), raw
-/// through the file driver (copies offline, overlays by QEMU while
-/// running).
+/// `state`: qcow2 through the qemu driver (and QEMU while running), raw
+/// through the file driver (copies) and the qemu driver (overlays) while
+/// offline, overlays by QEMU while running.
 pub fn disk_facts(kind: Kind, state: DomainState) -> DiskFacts {
-    let offline = !state.is_active();
+    let running = state.is_active();
+    let live = |internal: bool| LiveDiskCaps {
+        internal: running && internal,
+        vmstate: running && internal,
+        external: running,
+    };
     match kind {
         Kind::Qcow2 => DiskFacts {
-            driver: Some("qcow2".into()),
-            storage: Capabilities {
-                internal: offline,
-                external: offline,
-                revert: true,
-                delete_rebase: true,
-                list: true,
-                ..Capabilities::default()
-            },
-            live: LiveDiskCaps {
-                internal: !offline,
-                vmstate: !offline,
-                external: !offline,
-            },
+            offline: vec![StorageOption::new("qemu", qcow2_caps())],
+            in_use: Vec::new(),
+            live: live(true),
             regular_file: true,
             block_job: false,
         },
         Kind::Raw => DiskFacts {
-            driver: Some("file".into()),
-            storage: Capabilities {
-                copy: offline,
-                revert: true,
-                checksums: true,
-                ..Capabilities::default()
-            },
-            live: LiveDiskCaps {
-                external: !offline,
-                ..LiveDiskCaps::default()
-            },
+            offline: vec![
+                StorageOption::new(
+                    "file",
+                    Capabilities {
+                        copy: true,
+                        revert: true,
+                        checksums: true,
+                        ..Capabilities::default()
+                    },
+                ),
+                StorageOption::new(
+                    "qemu",
+                    Capabilities {
+                        overlay: true,
+                        ..Capabilities::default()
+                    },
+                ),
+            ],
+            in_use: Vec::new(),
+            live: live(false),
             regular_file: true,
             block_job: false,
         },
         Kind::Cdrom => DiskFacts::default(),
         Kind::Network => DiskFacts {
             live: LiveDiskCaps {
-                external: !offline,
+                external: running,
                 ..LiveDiskCaps::default()
             },
             ..DiskFacts::default()
