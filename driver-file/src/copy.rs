@@ -286,6 +286,12 @@ pub fn sha256(
     Ok(format!("{:x}", hasher.finalize()))
 }
 
+/// The sha256 of `bytes`, as lowercase hex.
+#[must_use]
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
 /// The sha256 of the file at `path`, as lowercase hex.
 ///
 /// # Errors

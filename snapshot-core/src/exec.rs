@@ -517,14 +517,14 @@ impl Executor<'_> {
             if let Some(observe) = self.observer {
                 observe(i, step, StepEvent::Begin);
             }
-            match self.run(step, &name, &mut current_domain).await {
+            match self.run(step, &name, &mut current_domain, store).await {
                 Ok(()) => {}
                 Err((disk, source)) => {
                     // A failed step leaves nothing: its own record goes.
                     if self.undo_record(step, &current_domain, &name).is_some() {
                         records.pop();
                     }
-                    let undone = self.roll_back(&records).await;
+                    let undone = self.roll_back(&records, store).await;
                     if undone == Undone::All {
                         store.end_intent()?;
                     }
@@ -553,7 +553,7 @@ impl Executor<'_> {
             observe(index, &plan.steps[index], StepEvent::Begin);
         }
         if let Err(e) = store.create(SnapshotRecord::Domain(Box::new(def))) {
-            let undone = self.roll_back(&records).await;
+            let undone = self.roll_back(&records, store).await;
             if undone == Undone::All {
                 store.end_intent()?;
             }
@@ -642,6 +642,7 @@ impl Executor<'_> {
         step: &Step,
         name: &str,
         domain: &mut Domain,
+        store: &MetadataStore,
     ) -> Result<(), (Option<String>, HypervisorError)> {
         let no_disk = |e: ExecError| (None, Box::new(e) as HypervisorError);
         match step {
@@ -694,7 +695,7 @@ impl Executor<'_> {
                 let changed = domain
                     .with_disk_changes(&edits)
                     .map_err(|e| (None, Box::new(e) as HypervisorError))?;
-                domains::define(self.layout, &changed.xml.to_xml(true))
+                domains::define_locked(self.layout, &changed.xml.to_xml(true), store)
                     .map_err(|e| no_disk(e.into()))?;
                 *domain = changed;
                 Ok(())
@@ -736,10 +737,10 @@ impl Executor<'_> {
 
     /// Undoes `records` in reverse; the first failure is reported, the
     /// rest still tried.
-    async fn roll_back(&self, records: &[UndoRecord]) -> Undone {
+    async fn roll_back(&self, records: &[UndoRecord], store: &MetadataStore) -> Undone {
         let mut first = None;
         for r in records.iter().rev() {
-            if let Err(e) = self.undo(r).await {
+            if let Err(e) = self.undo(r, store).await {
                 tracing::warn!(record = ?r, error = %e, "undo failed");
                 first.get_or_insert(e.to_string());
             }
@@ -747,7 +748,11 @@ impl Executor<'_> {
         first.map_or(Undone::All, Undone::Failed)
     }
 
-    async fn undo(&self, record: &UndoRecord) -> Result<(), HypervisorError> {
+    async fn undo(
+        &self,
+        record: &UndoRecord,
+        store: &MetadataStore,
+    ) -> Result<(), HypervisorError> {
         match record {
             UndoRecord::Internal {
                 driver,
@@ -788,7 +793,7 @@ impl Executor<'_> {
                 }
             }
             UndoRecord::Domain { xml } => {
-                domains::define(self.layout, xml)?;
+                domains::define_locked(self.layout, xml, store)?;
             }
             UndoRecord::Resume => {
                 if let Some(h) = self.hypervisor {
@@ -855,7 +860,7 @@ pub async fn recover_create(
         reason: "its payload is malformed".into(),
     })?;
     let kept = store.tree().contains(&name);
-    if !kept && let Undone::Failed(e) = executor.roll_back(&records).await {
+    if !kept && let Undone::Failed(e) = executor.roll_back(&records, store).await {
         return Err(ExecError::BadRecord {
             domain: store.owner().to_string(),
             reason: format!("rolling back snapshot '{name}' failed: {e}"),

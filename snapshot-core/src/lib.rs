@@ -5,6 +5,7 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod domain_api;
 pub mod driver;
 pub mod exec;
 pub mod plan;

@@ -61,16 +61,52 @@ fn lock(layout: &Layout, name: &str) -> Result<OwnerLock, DomainError> {
 /// # Errors
 /// Not a domain definition, no or invalid name, or a write failure.
 pub fn define(layout: &Layout, xml: &str) -> Result<Domain, DomainError> {
+    let (domain, name) = parse_named(xml)?;
+    let _lock = lock(layout, &name)?;
+    write_definition(layout, &name, xml)?;
+    Ok(domain)
+}
+
+/// [`define`] for a caller that holds the domain's lock through its
+/// snapshot store opened for writing (the executor changing disk
+/// sources in the middle of a snapshot): taking the lock again would wait
+/// for itself.
+///
+/// # Errors
+/// As [`define`], or a store that is not the domain's, opened for writing.
+pub fn define_locked(
+    layout: &Layout,
+    xml: &str,
+    store: &crate::store::MetadataStore,
+) -> Result<Domain, DomainError> {
+    let (domain, name) = parse_named(xml)?;
+    if store.owner() != &Owner::Domain(name.clone())
+        || store.access() != crate::store::Access::Write
+    {
+        return Err(DomainError::Store(StoreError::IntentMisuse {
+            owner: store.owner().to_string(),
+            problem: format!(
+                "redefining domain '{name}' needs its own snapshot store, opened for writing"
+            ),
+        }));
+    }
+    write_definition(layout, &name, xml)?;
+    Ok(domain)
+}
+
+fn parse_named(xml: &str) -> Result<(Domain, String), DomainError> {
     let domain = Domain::parse(xml)?;
     let name = domain.def.name.clone().ok_or(DomainError::NoName)?;
     layout::check_domain_name(&name).map_err(StoreError::from)?;
-    let _lock = lock(layout, &name)?;
+    Ok((domain, name))
+}
+
+fn write_definition(layout: &Layout, name: &str, xml: &str) -> Result<(), DomainError> {
     let dir = layout.domains_dir();
     persist::create_dir_durable(&dir).map_err(io_error("creating", &dir))?;
     let file = format!("{name}.xml");
     persist::write_atomic(&dir, &file, xml.as_bytes())
-        .map_err(io_error("writing", &dir.join(&file)))?;
-    Ok(domain)
+        .map_err(io_error("writing", &dir.join(&file)))
 }
 
 /// The XML of a defined domain, as it was given.
