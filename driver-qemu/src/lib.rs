@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use snapshot_core::driver::{
-    Capabilities, CreatedSnapshot, DeleteContext, DriverError, Progress, SnapshotMode,
+    Capabilities, ChainInfo, CreatedSnapshot, DeleteContext, DriverError, Progress, SnapshotMode,
     SnapshotPlan, SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeFormat, VolumeState,
 };
 
@@ -740,6 +740,19 @@ impl VolumeDriver for QemuDriver {
         reuse: bool,
     ) -> Result<(), DriverError> {
         chain::create_overlay(self, base, overlay, reuse).await
+    }
+
+    async fn chain_info(&self, image: &Path) -> Result<Option<ChainInfo>, DriverError> {
+        if !qcow2::is_qcow2(image).map_err(DriverError::io("reading the header of", image))? {
+            return Ok(None);
+        }
+        let header = qcow2::read_header(image)?;
+        Ok(Some(ChainInfo {
+            format: VolumeFormat::Qcow2,
+            backing: backing_of(image),
+            internal_snapshots: header.nb_snapshots,
+            size: header.size,
+        }))
     }
 
     async fn merge_layer(

@@ -8,19 +8,25 @@
 //!
 //! Domains are shut off here: running ones come with the hypervisor.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use snapshot_conf::{ConfError, Domain, DomainSnapshotDef, ParseFlags, ParseOptions};
+use snapshot_conf::{
+    ConfError, Domain, DomainSnapshotDef, EmbeddedDomain, ParseFlags, ParseOptions,
+    SnapshotMode as XmlMode,
+};
 
 use crate::driver::{Capabilities, VolumeDriver, VolumeState};
-use crate::exec::{self, ExecError, Executor, OP_DOMAIN_CREATE, Observer};
+use crate::exec::{self, ExecError, Executor, OP_DOMAIN_CREATE, OP_DOMAIN_FINISH, Observer};
 use crate::plan::{
-    CreateFlags, CreateRequest, DiskFacts, DomainFacts, DomainState, Plan, PlanError, PlanKind,
-    StorageOption, plan_create,
+    CreateFlags, CreateRequest, DeleteRequest, DiskFacts, DomainFacts, DomainState, Plan,
+    PlanError, PlanKind, RevertFlags, RevertRequest, StorageOption, plan_create, plan_delete,
+    plan_revert,
 };
 use crate::store::domains::{self, DomainError};
 use crate::store::{Access, Layout, MetadataStore, Owner, SnapshotRecord, StoreError};
+use crate::tree::{ChildPolicy, ListFilter};
 
 /// Why a domain snapshot call failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +50,14 @@ pub enum DomainApiError {
     /// A snapshot of that name exists.
     #[error("domain '{domain}' already has a snapshot named '{name}'; choose another name")]
     NameTaken {
+        /// The domain.
+        domain: String,
+        /// The name.
+        name: String,
+    },
+    /// No snapshot of that name.
+    #[error("domain '{domain}' has no snapshot named '{name}'; see snapshot-list")]
+    NoSnapshot {
         /// The domain.
         domain: String,
         /// The name.
@@ -135,6 +149,16 @@ impl DomainApi {
             Access::Write,
         )?;
         let mut note = None;
+        if store
+            .pending_intent()
+            .is_some_and(|i| i.operation == OP_DOMAIN_FINISH)
+        {
+            exec::recover_finish(&self.executor(None), &mut store).await?;
+            note = Some(format!(
+                "an interrupted revert or delete on domain '{domain}' was finished"
+            ));
+            tracing::warn!(domain, "finished an interrupted revert or delete");
+        }
         if store
             .pending_intent()
             .is_some_and(|i| i.operation == OP_DOMAIN_CREATE)
@@ -270,5 +294,213 @@ impl DomainApi {
             def: def.map(Box::new),
             plan,
         })
+    }
+
+    fn store_for(&self, domain: &str, access: Access) -> Result<MetadataStore, DomainApiError> {
+        Ok(MetadataStore::open(
+            &self.layout,
+            Owner::Domain(domain.to_string()),
+            access,
+        )?)
+    }
+
+    /// Every stored snapshot definition of the store's domain.
+    fn definitions(store: &MetadataStore) -> HashMap<String, DomainSnapshotDef> {
+        let names: Vec<String> = store
+            .tree()
+            .list(&ListFilter::default())
+            .map(|v| v.into_iter().map(str::to_string).collect())
+            .unwrap_or_default();
+        names
+            .into_iter()
+            .filter_map(|n| match store.get(&n) {
+                Some(SnapshotRecord::Domain(d)) => Some((n, (**d).clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The images a snapshot's disks used when it was taken, by disk.
+    fn frozen_images(def: &DomainSnapshotDef) -> Vec<(String, String, XmlMode)> {
+        let Some(EmbeddedDomain::Full(d)) = &def.domain else {
+            return Vec::new();
+        };
+        def.disks
+            .iter()
+            .filter_map(|sd| {
+                let mode = sd.mode?;
+                let image = d.def.disk_by_target(&sd.name)?.source.local_path()?;
+                Some((sd.name.clone(), image.to_string(), mode))
+            })
+            .collect()
+    }
+
+    /// What the drivers read of each image the snapshots and the domain
+    /// name: its backing image, and whether a child can merge into it.
+    async fn chains(
+        &self,
+        defs: &HashMap<String, DomainSnapshotDef>,
+        domain: &Domain,
+    ) -> (HashMap<String, Option<String>>, HashSet<String>) {
+        let mut images = BTreeSet::new();
+        for def in defs.values() {
+            for (_, image, _) in Self::frozen_images(def) {
+                images.insert(image);
+            }
+            for sd in &def.disks {
+                if let Some(p) = sd.source.local_path() {
+                    images.insert(p.to_string());
+                }
+            }
+        }
+        for d in &domain.def.disks {
+            if let Some(p) = d.source.local_path() {
+                images.insert(p.to_string());
+            }
+        }
+        let mut backing = HashMap::new();
+        let mut blocked = HashSet::new();
+        for image in images {
+            if !Path::new(&image).exists() {
+                continue;
+            }
+            let mut info = None;
+            for driver in &self.drivers {
+                if let Ok(Some(i)) = driver.chain_info(Path::new(&image)).await {
+                    info = Some(i);
+                    break;
+                }
+            }
+            match info {
+                Some(i) => {
+                    if i.internal_snapshots > 0 {
+                        blocked.insert(image.clone());
+                    }
+                    backing.insert(image, i.backing.map(|b| b.to_string_lossy().into_owned()));
+                }
+                None => {
+                    // Raw bytes: nothing merges into them.
+                    blocked.insert(image.clone());
+                    backing.insert(image, None);
+                }
+            }
+        }
+        (backing, blocked)
+    }
+
+    /// `virDomainRevertToSnapshot` on a defined, shut-off domain. With
+    /// `dry_run`, only the plan.
+    ///
+    /// # Errors
+    /// An unknown snapshot, the planner's refusal, or a step's failure.
+    pub async fn revert_to_snapshot(
+        &self,
+        domain_name: &str,
+        name: &str,
+        flags: RevertFlags,
+        dry_run: bool,
+        observer: Option<&Observer>,
+    ) -> Result<Plan, DomainApiError> {
+        let mut store = if dry_run {
+            self.store_for(domain_name, Access::Read)?
+        } else {
+            self.open_for_write(domain_name).await?.0
+        };
+        let domain = domains::get(&self.layout, domain_name)?;
+        let defs = Self::definitions(&store);
+        let Some(snapshot) = defs.get(name).cloned() else {
+            return Err(DomainApiError::NoSnapshot {
+                domain: domain_name.to_string(),
+                name: name.to_string(),
+            });
+        };
+        let needed: HashSet<String> = defs
+            .values()
+            .flat_map(Self::frozen_images)
+            .filter(|(_, _, m)| matches!(m, XmlMode::Internal | XmlMode::External))
+            .map(|(_, image, _)| image)
+            .collect();
+        let (backing, _) = self.chains(&defs, &domain).await;
+        let backing_images: HashSet<String> = backing.values().flatten().cloned().collect();
+        let facts = self.facts(&domain).await?;
+        // New overlays are named by the time; a name already taken (two
+        // reverts in one second) moves to the next second.
+        let mut now = now();
+        let plan = loop {
+            let request = RevertRequest {
+                snapshot: snapshot.clone(),
+                flags,
+                now,
+                needed_images: needed.clone(),
+                backing_images: backing_images.clone(),
+            };
+            let plan = plan_revert(&request, &facts)?;
+            let taken = plan.disk_steps().any(|d| match &d.action {
+                crate::plan::DiskAction::External { target, .. } => Path::new(target).exists(),
+                _ => false,
+            });
+            if !taken {
+                break plan;
+            }
+            now += 1;
+        };
+        if dry_run {
+            return Ok(plan);
+        }
+        let definition = match &snapshot.domain {
+            Some(EmbeddedDomain::Full(d)) => Some((**d).clone()),
+            _ => None,
+        };
+        self.executor(observer)
+            .finish(&plan, definition.as_ref(), &mut store)
+            .await?;
+        Ok(plan)
+    }
+
+    /// `virDomainSnapshotDelete` on a defined, shut-off domain, with the
+    /// child policy and METADATA_ONLY. With `dry_run`, only the plan.
+    ///
+    /// # Errors
+    /// An unknown snapshot, the planner's refusal, or a step's failure.
+    pub async fn snapshot_delete(
+        &self,
+        domain_name: &str,
+        name: &str,
+        policy: ChildPolicy,
+        metadata_only: bool,
+        dry_run: bool,
+        observer: Option<&Observer>,
+    ) -> Result<Plan, DomainApiError> {
+        let mut store = if dry_run {
+            self.store_for(domain_name, Access::Read)?
+        } else {
+            self.open_for_write(domain_name).await?.0
+        };
+        if !store.tree().contains(name) {
+            return Err(DomainApiError::NoSnapshot {
+                domain: domain_name.to_string(),
+                name: name.to_string(),
+            });
+        }
+        let domain = domains::get(&self.layout, domain_name)?;
+        let defs = Self::definitions(&store);
+        let (backing, merge_blocked) = self.chains(&defs, &domain).await;
+        let request = DeleteRequest {
+            name: name.to_string(),
+            policy,
+            metadata_only,
+            snapshots: defs,
+            backing,
+            merge_blocked,
+        };
+        let facts = self.facts(&domain).await?;
+        let plan = plan_delete(&request, store.tree(), &facts)?;
+        if dry_run {
+            return Ok(plan);
+        }
+        self.executor(observer)
+            .finish(&plan, None, &mut store)
+            .await?;
+        Ok(plan)
     }
 }

@@ -303,6 +303,19 @@ pub struct StorageSnapshot {
     pub vm_state_size: u64,
 }
 
+/// What a driver reads from an image in a chain (a qcow2 header).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainInfo {
+    /// Its format (`qcow2`).
+    pub format: VolumeFormat,
+    /// The image it is built on, resolved to a path.
+    pub backing: Option<PathBuf>,
+    /// Internal snapshots it holds.
+    pub internal_snapshots: u32,
+    /// Bytes a guest sees.
+    pub size: u64,
+}
+
 /// Progress of a long operation (copies, commits): bytes done of total.
 pub type Progress = dyn Fn(u64, u64) + Send + Sync;
 
@@ -547,6 +560,16 @@ pub trait VolumeDriver: Send + Sync {
             reason: "this driver has no image chains".into(),
             hint: "delete the snapshot's metadata only (--metadata)".into(),
         })
+    }
+
+    /// What `image` is in a chain: `Ok(None)` when it is not an image
+    /// this driver chains (the default, and a raw file).
+    ///
+    /// # Errors
+    /// The image cannot be read.
+    async fn chain_info(&self, image: &Path) -> Result<Option<ChainInfo>, DriverError> {
+        let _ = image;
+        Ok(None)
     }
 
     /// Removes the layer `image` from a chain: every image in `children`

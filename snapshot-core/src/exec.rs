@@ -827,6 +827,620 @@ impl Executor<'_> {
     }
 }
 
+/// The intent operation of a domain snapshot revert or delete.
+pub const OP_DOMAIN_FINISH: &str = "domain-snapshot-finish";
+
+fn performer_word(by: &Performer) -> String {
+    match by {
+        Performer::Hypervisor => "hv".to_string(),
+        Performer::Driver(k) => format!("driver:{k}"),
+    }
+}
+
+fn performer_from(word: &str) -> Option<Performer> {
+    if word == "hv" {
+        Some(Performer::Hypervisor)
+    } else {
+        word.strip_prefix("driver:")
+            .map(|k| Performer::Driver(k.to_string()))
+    }
+}
+
+fn disk_step_fields(d: &DiskStep) -> Vec<String> {
+    let (action, target) = match &d.action {
+        DiskAction::Internal => ("internal", String::new()),
+        DiskAction::External { target, .. } => ("external", target.clone()),
+        DiskAction::Copy { target } => ("copy", target.clone()),
+    };
+    vec![
+        esc(&d.disk),
+        esc(&d.image),
+        esc(&performer_word(&d.by)),
+        action.to_string(),
+        esc(&target),
+    ]
+}
+
+fn disk_step_from(f: &[String]) -> Option<DiskStep> {
+    let [disk, image, by, action, target] = f else {
+        return None;
+    };
+    Some(DiskStep {
+        disk: disk.clone(),
+        image: image.clone(),
+        by: performer_from(by)?,
+        action: match action.as_str() {
+            "internal" => DiskAction::Internal,
+            "external" => DiskAction::External {
+                target: target.clone(),
+                format: snapshot_conf::StorageFormat::Qcow2,
+                reuse: false,
+            },
+            "copy" => DiskAction::Copy {
+                target: target.clone(),
+            },
+            _ => return None,
+        },
+    })
+}
+
+/// A revert or delete step as one payload line, with its context: the
+/// domain XML a restore needs, the snapshot a disk step is about.
+fn encode_finish_step(step: &Step, definition: Option<&str>) -> Option<String> {
+    let fields: Vec<String> = match step {
+        Step::RevertDisk(d) => [
+            vec!["revert-disk".into()],
+            disk_step_fields(d),
+            vec![esc(definition?)],
+        ]
+        .concat(),
+        Step::DeleteDiskSnapshot(d) => [
+            vec!["delete-disk-snapshot".into()],
+            disk_step_fields(d),
+            vec![esc(definition?)],
+        ]
+        .concat(),
+        Step::RestoreDefinition => vec!["restore-definition".into(), esc(definition?)],
+        Step::UpdateDomain(changes) => {
+            let mut v = vec!["update-domain".to_string()];
+            for c in changes {
+                v.extend([esc(&c.disk), esc(&c.from), esc(&c.to)]);
+            }
+            v
+        }
+        Step::DiscardImage { disk, path } => vec!["discard-image".into(), esc(disk), esc(path)],
+        Step::RemoveImage { disk, path } => vec!["remove-image".into(), esc(disk), esc(path)],
+        Step::MergeImage {
+            disk,
+            image,
+            into,
+            by,
+        } => vec![
+            "merge-image".into(),
+            esc(disk),
+            esc(image),
+            esc(into),
+            esc(&performer_word(by)),
+        ],
+        Step::RebaseImages {
+            disk,
+            image,
+            children,
+            onto,
+            by,
+        } => {
+            let mut v = vec![
+                "rebase-images".to_string(),
+                esc(disk),
+                esc(image),
+                esc(&performer_word(by)),
+                onto.as_deref()
+                    .map_or_else(|| "-".to_string(), |o| format!("+{}", esc(o))),
+            ];
+            v.extend(children.iter().map(|c| esc(c)));
+            v
+        }
+        Step::RemoveMemoryFile(path) => vec!["remove-memory-file".into(), esc(path)],
+        Step::RemoveMetadata(name) => vec!["remove-metadata".into(), esc(name)],
+        Step::SetCurrent(name) => vec!["set-current".into(), esc(name)],
+        Step::StopDomain => vec!["stop-domain".into()],
+        Step::DiscardManagedSave => vec!["discard-managed-save".into()],
+        Step::StartDomain { paused, memory } => vec![
+            "start-domain".into(),
+            paused.to_string(),
+            memory
+                .as_deref()
+                .map_or_else(|| "-".to_string(), |m| format!("+{}", esc(m))),
+        ],
+        _ => return None,
+    };
+    Some(fields.join("\t"))
+}
+
+fn optional(field: &str) -> Option<Option<String>> {
+    if field == "-" {
+        Some(None)
+    } else {
+        field.strip_prefix('+').map(|f| Some(f.to_string()))
+    }
+}
+
+/// A payload line back: the step and, for a restore, the domain XML.
+fn decode_finish_step(line: &str) -> Option<(Step, Option<String>)> {
+    let f: Vec<String> = line.split('\t').map(unesc).collect();
+    let rest = f.get(1..)?;
+    Some(match f.first()?.as_str() {
+        "revert-disk" => (
+            Step::RevertDisk(disk_step_from(rest.get(..5)?)?),
+            Some(rest.get(5)?.clone()),
+        ),
+        "delete-disk-snapshot" => (
+            Step::DeleteDiskSnapshot(disk_step_from(rest.get(..5)?)?),
+            Some(rest.get(5)?.clone()),
+        ),
+        "restore-definition" => (Step::RestoreDefinition, Some(rest.first()?.clone())),
+        "update-domain" => {
+            let mut changes = Vec::new();
+            for c in rest.chunks(3) {
+                let [disk, from, to] = c else {
+                    return None;
+                };
+                changes.push(crate::plan::SourceChange {
+                    disk: disk.clone(),
+                    from: from.clone(),
+                    to: to.clone(),
+                });
+            }
+            (Step::UpdateDomain(changes), None)
+        }
+        "discard-image" => (
+            Step::DiscardImage {
+                disk: rest.first()?.clone(),
+                path: rest.get(1)?.clone(),
+            },
+            None,
+        ),
+        "remove-image" => (
+            Step::RemoveImage {
+                disk: rest.first()?.clone(),
+                path: rest.get(1)?.clone(),
+            },
+            None,
+        ),
+        "merge-image" => (
+            Step::MergeImage {
+                disk: rest.first()?.clone(),
+                image: rest.get(1)?.clone(),
+                into: rest.get(2)?.clone(),
+                by: performer_from(rest.get(3)?)?,
+            },
+            None,
+        ),
+        "rebase-images" => (
+            Step::RebaseImages {
+                disk: rest.first()?.clone(),
+                image: rest.get(1)?.clone(),
+                by: performer_from(rest.get(2)?)?,
+                onto: optional(rest.get(3)?)?,
+                children: rest.get(4..)?.to_vec(),
+            },
+            None,
+        ),
+        "remove-memory-file" => (Step::RemoveMemoryFile(rest.first()?.clone()), None),
+        "remove-metadata" => (Step::RemoveMetadata(rest.first()?.clone()), None),
+        "set-current" => (Step::SetCurrent(rest.first()?.clone()), None),
+        "stop-domain" => (Step::StopDomain, None),
+        "discard-managed-save" => (Step::DiscardManagedSave, None),
+        "start-domain" => (
+            Step::StartDomain {
+                paused: rest.first()?.parse().ok()?,
+                memory: optional(rest.get(1)?)?,
+            },
+            None,
+        ),
+        _ => return None,
+    })
+}
+
+/// The steps of a revert or delete, each with its context (the domain
+/// XML a restore needs, the snapshot a disk step is about), as recorded
+/// in the intent.
+type FinishSteps = Vec<(Step, Option<String>)>;
+
+fn finish_payload(steps: &FinishSteps) -> Option<String> {
+    let mut out = String::new();
+    for (step, xml) in steps {
+        out.push_str(&encode_finish_step(step, xml.as_deref())?);
+        out.push('\n');
+    }
+    Some(out)
+}
+
+fn parse_finish_payload(text: &str) -> Option<FinishSteps> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(decode_finish_step)
+        .collect()
+}
+
+impl Executor<'_> {
+    /// Runs a revert or delete plan. These cannot be taken back once
+    /// begun (data is merged, images removed), so they are finished
+    /// instead: every step is recorded first and safe to run again, the
+    /// intent keeps the step reached, and a failure or crash after the
+    /// first step leaves the intent for [`recover_finish`] to complete the
+    /// plan on the next open. `definition` is the snapshot's `<domain>`
+    /// for a revert's restore step.
+    ///
+    /// # Errors
+    /// A step that cannot be recorded or a step's failure (with what was
+    /// done kept and recorded).
+    pub async fn finish(
+        &self,
+        plan: &Plan,
+        definition: Option<&Domain>,
+        store: &mut MetadataStore,
+    ) -> Result<(), ExecError> {
+        let xml = definition.map(|d| d.xml.to_xml(true));
+        let steps: FinishSteps = plan
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let context = match s {
+                    Step::RestoreDefinition => xml.clone(),
+                    // A revert's disks go back to the snapshot made current.
+                    Step::RevertDisk(_) => Some(plan.snapshot.clone()),
+                    // A delete's disk steps come before their snapshot's
+                    // metadata goes.
+                    Step::DeleteDiskSnapshot(_) => plan.steps[i..].iter().find_map(|n| match n {
+                        Step::RemoveMetadata(name) => Some(name.clone()),
+                        _ => None,
+                    }),
+                    _ => None,
+                };
+                (s.clone(), context)
+            })
+            .collect();
+        let payload = finish_payload(&steps).ok_or_else(|| {
+            ExecError::Conflict(format!(
+                "the plan to {} '{}' has a step this executor cannot record",
+                if plan.kind == crate::plan::PlanKind::Revert {
+                    "revert to"
+                } else {
+                    "delete"
+                },
+                plan.snapshot
+            ))
+        })?;
+        self.precheck_finish(&steps, store).await?;
+        store.begin_intent(Intent::new(OP_DOMAIN_FINISH, &[Recovery::Finish], &payload))?;
+        self.run_finish(&steps, 0, store, true).await?;
+        store.end_intent()?;
+        Ok(())
+    }
+
+    /// Before anything changes: what a revert goes back to exists.
+    async fn precheck_finish(
+        &self,
+        steps: &FinishSteps,
+        store: &MetadataStore,
+    ) -> Result<(), ExecError> {
+        let domain = domains::get(self.layout, &owner_name(store))?;
+        for (step, context) in steps {
+            let Step::RevertDisk(d) = step else {
+                continue;
+            };
+            let Performer::Driver(kind) = &d.by else {
+                continue;
+            };
+            match &d.action {
+                DiskAction::Internal => {
+                    let driver = driver_by_kind(self.drivers, kind)?;
+                    let volume = volume_of(&domain, &d.disk, &d.image);
+                    let name = context.clone().unwrap_or_default();
+                    let held = driver.list(&volume).await.map_err(|e| {
+                        ExecError::Conflict(format!(
+                            "cannot read the snapshots in {}: {e}",
+                            d.image
+                        ))
+                    })?;
+                    if !held.iter().any(|s| s.name == name) {
+                        return Err(ExecError::Conflict(format!(
+                            "{} (disk {}) holds no internal snapshot '{name}' to go back to; it \
+                             was removed outside virtsnap (delete the snapshot's metadata with \
+                             --metadata)",
+                            d.image, d.disk
+                        )));
+                    }
+                }
+                DiskAction::Copy { target } => {
+                    if !Path::new(target).exists() {
+                        return Err(ExecError::Conflict(format!(
+                            "the copy {target} of disk {} is missing; it was removed outside \
+                             virtsnap (delete the snapshot's metadata with --metadata)",
+                            d.disk
+                        )));
+                    }
+                }
+                DiskAction::External { .. } => {
+                    if !Path::new(&d.image).exists() {
+                        return Err(ExecError::Conflict(format!(
+                            "the image {} that holds disk {}'s snapshot is missing",
+                            d.image, d.disk
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `steps` from `from`; with `record`, the intent begun by
+    /// [`Executor::finish`] follows the progress (recovery runs with the
+    /// found record instead, left as it is).
+    async fn run_finish(
+        &self,
+        steps: &FinishSteps,
+        from: usize,
+        store: &mut MetadataStore,
+        record: bool,
+    ) -> Result<(), ExecError> {
+        for (i, (step, xml)) in steps.iter().enumerate().skip(from) {
+            if let Some(observe) = self.observer {
+                observe(i, step, StepEvent::Begin);
+            }
+            if let Err((disk, source)) = self.run_finish_step(step, xml.as_deref(), store).await {
+                let undone = if i == 0 && record {
+                    store.end_intent()?;
+                    Undone::All
+                } else {
+                    Undone::Failed(
+                        "the steps done stay done; the rest is finished when the cause is fixed and the domain's snapshots are next opened".into(),
+                    )
+                };
+                return Err(step_error(i, step, disk.as_deref(), source, undone));
+            }
+            if record {
+                store.advance_intent(u32::try_from(i + 1).unwrap_or(u32::MAX), None)?;
+            }
+            if let Some(observe) = self.observer {
+                observe(i, step, StepEvent::Done);
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_lines)]
+    async fn run_finish_step(
+        &self,
+        step: &Step,
+        xml: Option<&str>,
+        store: &mut MetadataStore,
+    ) -> Result<(), (Option<String>, HypervisorError)> {
+        let boxed = |disk: Option<&str>| {
+            let disk = disk.map(str::to_string);
+            move |e: DriverError| (disk, Box::new(e) as HypervisorError)
+        };
+        let plain = |e: ExecError| (None, Box::new(e) as HypervisorError);
+        let domain = domains::get(self.layout, &owner_name(store)).map_err(|e| plain(e.into()))?;
+        match step {
+            Step::RevertDisk(d) | Step::DeleteDiskSnapshot(d) => {
+                let Performer::Driver(kind) = &d.by else {
+                    return Err(plain(ExecError::NoHypervisor(step.to_string())));
+                };
+                let driver = driver_by_kind(self.drivers, kind).map_err(plain)?;
+                let volume = volume_of(&domain, &d.disk, &d.image);
+                let name = xml.unwrap_or_default().to_string();
+                let on_disk = boxed(Some(&d.disk));
+                let reverting = matches!(step, Step::RevertDisk(_));
+                match (&d.action, reverting) {
+                    (DiskAction::External { target, .. }, true) => {
+                        // Run again after a crash: the overlay made then is
+                        // used as it is.
+                        let reuse = Path::new(target).exists()
+                            && driver
+                                .chain_info(Path::new(target))
+                                .await
+                                .ok()
+                                .flatten()
+                                .and_then(|c| c.backing)
+                                .is_some_and(|b| same_path(&b, Path::new(&d.image)));
+                        driver
+                            .create_overlay(&volume, Path::new(target), reuse)
+                            .await
+                            .map_err(on_disk)
+                    }
+                    (action, _) => {
+                        let (mode, file) = match action {
+                            DiskAction::Copy { target } => {
+                                (SnapshotMode::Copy, Some(PathBuf::from(target)))
+                            }
+                            _ => (SnapshotMode::Internal, None),
+                        };
+                        let snapshot = crate::driver::SnapshotRef {
+                            name,
+                            mode,
+                            file,
+                            checksum: None,
+                        };
+                        if reverting {
+                            driver
+                                .revert(&volume, &snapshot, false, None)
+                                .await
+                                .map_err(on_disk)
+                        } else {
+                            driver
+                                .delete(
+                                    &volume,
+                                    &snapshot,
+                                    &crate::driver::DeleteContext::default(),
+                                    None,
+                                )
+                                .await
+                                .map_err(on_disk)
+                        }
+                    }
+                }
+            }
+            Step::RestoreDefinition => {
+                let xml = xml.ok_or_else(|| {
+                    plain(ExecError::Conflict(
+                        "the snapshot's definition is missing".into(),
+                    ))
+                })?;
+                // The restored definition keeps the domain's own name.
+                let restored =
+                    Domain::parse(xml).map_err(|e| (None, Box::new(e) as HypervisorError))?;
+                domains::define_locked(self.layout, &restored.xml.to_xml(true), store)
+                    .map(drop)
+                    .map_err(|e| plain(e.into()))
+            }
+            Step::UpdateDomain(changes) => {
+                let edits: Vec<DiskChange> = changes
+                    .iter()
+                    .map(|c| DiskChange {
+                        target: c.disk.clone(),
+                        file: c.to.clone(),
+                        format: Some("qcow2".into()),
+                    })
+                    .collect();
+                let changed = domain
+                    .with_disk_changes(&edits)
+                    .map_err(|e| (None, Box::new(e) as HypervisorError))?;
+                domains::define_locked(self.layout, &changed.xml.to_xml(true), store)
+                    .map(drop)
+                    .map_err(|e| plain(e.into()))
+            }
+            Step::DiscardImage { disk, path } | Step::RemoveImage { disk, path } => {
+                remove_file_synced(Path::new(path)).map_err(|e| (Some(disk.clone()), e))
+            }
+            Step::RemoveMemoryFile(path) => {
+                remove_file_synced(Path::new(path)).map_err(|e| (None, e))
+            }
+            Step::MergeImage {
+                disk,
+                image,
+                into,
+                by,
+            } => {
+                let Performer::Driver(kind) = by else {
+                    return Err(plain(ExecError::NoHypervisor(step.to_string())));
+                };
+                let driver = driver_by_kind(self.drivers, kind).map_err(plain)?;
+                driver
+                    .merge_layer(Path::new(image), Path::new(into), None)
+                    .await
+                    .map_err(boxed(Some(disk)))
+            }
+            Step::RebaseImages {
+                disk,
+                image,
+                children,
+                onto,
+                by,
+            } => {
+                let Performer::Driver(kind) = by else {
+                    return Err(plain(ExecError::NoHypervisor(step.to_string())));
+                };
+                let driver = driver_by_kind(self.drivers, kind).map_err(plain)?;
+                let children: Vec<PathBuf> = children.iter().map(PathBuf::from).collect();
+                driver
+                    .rebase_layers(
+                        Path::new(image),
+                        &children,
+                        onto.as_deref().map(Path::new),
+                        None,
+                    )
+                    .await
+                    .map_err(boxed(Some(disk)))
+            }
+            Step::RemoveMetadata(name) => {
+                if store.tree().contains(name) {
+                    store
+                        .delete(name, crate::tree::ChildPolicy::Rebase)
+                        .map(drop)
+                        .map_err(|e| plain(e.into()))?;
+                }
+                Ok(())
+            }
+            Step::SetCurrent(name) => store.set_current(Some(name)).map_err(|e| plain(e.into())),
+            other => Err(plain(ExecError::NoHypervisor(other.to_string()))),
+        }
+    }
+}
+
+fn owner_name(store: &MetadataStore) -> String {
+    match store.owner() {
+        crate::store::Owner::Domain(n) | crate::store::Owner::Volume(n) => n.clone(),
+    }
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+fn remove_file_synced(path: &Path) -> Result<(), HypervisorError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Box::new(e)),
+    }
+}
+
+/// Finishes a revert or delete a crash (or a failure) interrupted: runs
+/// its recorded steps again from the one reached, each safe to repeat.
+///
+/// # Errors
+/// The record cannot be read, or a step fails again (the record stays).
+pub async fn recover_finish(
+    executor: &Executor<'_>,
+    store: &mut MetadataStore,
+) -> Result<(), ExecError> {
+    let Some(pending) = store.pending_intent().cloned() else {
+        return Err(ExecError::BadRecord {
+            domain: owner_name(store),
+            reason: "no interrupted operation is pending".into(),
+        });
+    };
+    let steps = parse_finish_payload(&pending.payload).ok_or_else(|| ExecError::BadRecord {
+        domain: owner_name(store),
+        reason: "its payload is malformed".into(),
+    })?;
+    // The record stays while the rest runs (each step is safe to repeat,
+    // so a crash now only means running them again), and goes after.
+    let from = usize::try_from(pending.step).unwrap_or(0).min(steps.len());
+    executor.run_finish(&steps, from, store, false).await?;
+    store.recover_intent(&[&Finished], Some(Recovery::Finish))?;
+    Ok(())
+}
+
+/// The store-side handler for a finish record about to be re-begun.
+struct Finished;
+
+impl crate::store::IntentHandler for Finished {
+    fn operation(&self) -> &str {
+        OP_DOMAIN_FINISH
+    }
+
+    fn recover(
+        &self,
+        _store: &mut MetadataStore,
+        _intent: &Intent,
+        _how: Recovery,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(())
+    }
+}
+
 fn created(name: &str, mode: SnapshotMode, file: Option<PathBuf>) -> CreatedSnapshot {
     CreatedSnapshot {
         name: name.to_string(),

@@ -1,0 +1,236 @@
+//! An offline domain with three disks (qcow2 internal, qcow2 external,
+//! raw copied) through the whole life of its snapshots, with the real
+//! drivers on real images and every disk's content checked by checksum
+//! at every step: s1, a second snapshot s2, a revert to s1, a branch s3
+//! from it, then deleting s1 (the middle of the tree, with two children
+//! built on its images) and reverting to each child to show neither lost
+//! a byte; a crash in the middle of a delete is finished on next open.
+
+mod domain_support;
+
+use std::path::Path;
+use std::process::Command;
+
+use domain_support::{Fixture, real_drivers};
+use snapshot_core::conformance::backends;
+use snapshot_core::domain_api::Created;
+use snapshot_core::exec::StepEvent;
+use snapshot_core::plan::{CreateFlags, RevertFlags, Step};
+use snapshot_core::store::Layout;
+use snapshot_core::tree::ChildPolicy;
+
+fn snap(name: &str) -> String {
+    format!("<domainsnapshot><name>{name}</name></domainsnapshot>")
+}
+
+/// Writes `pattern` to every disk where a guest would.
+fn write_all(f: &Fixture, pattern: u8) {
+    for (source, format) in f.sources().iter().zip(["qcow2", "qcow2", "raw"]) {
+        let format = if source.ends_with(".raw") {
+            "raw"
+        } else {
+            format
+        };
+        backends::write(Path::new(source), format, 65_536, 65_536, pattern);
+    }
+}
+
+async fn create(f: &Fixture, name: &str) {
+    let created = f
+        .api(real_drivers())
+        .snapshot_create_xml("vm", Some(&snap(name)), CreateFlags::empty(), false, None)
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e}"));
+    assert!(matches!(created, Created::Taken { .. }));
+}
+
+async fn revert(f: &Fixture, name: &str) {
+    f.api(real_drivers())
+        .revert_to_snapshot("vm", name, RevertFlags::empty(), false, None)
+        .await
+        .unwrap_or_else(|e| panic!("revert to {name}: {e}"));
+}
+
+#[tokio::test]
+async fn create_branch_revert_and_delete_the_middle() {
+    if !backends::qemu_tools_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let f = Fixture::new(tmp.path());
+    let api = f.api(real_drivers());
+
+    let at_s1 = f.contents();
+    create(&f, "s1").await;
+    assert_eq!(f.contents(), at_s1);
+
+    write_all(&f, 0x22);
+    let at_s2 = f.contents();
+    assert_ne!(at_s2, at_s1);
+    create(&f, "s2").await;
+    assert_eq!(f.contents(), at_s2);
+
+    // The guest writes more, then everything goes back to s1.
+    write_all(&f, 0x2f);
+    let plan = api
+        .revert_to_snapshot("vm", "s1", RevertFlags::empty(), true, None)
+        .await
+        .expect("revert planned");
+    let text = plan.to_string();
+    assert!(
+        text.contains("goes back to its internal snapshot"),
+        "{text}"
+    );
+    assert!(text.contains("gets the content of copy"), "{text}");
+    assert!(text.contains("new overlay"), "{text}");
+    revert(&f, "s1").await;
+    assert_eq!(f.contents(), at_s1, "every disk is back at s1");
+    assert_eq!(f.store().tree().current(), Some("s1"));
+
+    // A branch from s1.
+    write_all(&f, 0x33);
+    let at_s3 = f.contents();
+    create(&f, "s3").await;
+    {
+        let store = f.store();
+        assert_eq!(store.tree().parent("s3").expect("s3"), Some("s1"));
+        assert_eq!(store.tree().parent("s2").expect("s2"), Some("s1"));
+    }
+    write_all(&f, 0x3f);
+    let latest = f.contents();
+
+    // Delete s1: its internal snapshot, its copy and the image it froze
+    // go; both children keep their data.
+    let plan = api
+        .snapshot_delete("vm", "s1", ChildPolicy::Rebase, false, true, None)
+        .await
+        .expect("delete planned");
+    let text = plan.to_string();
+    assert!(
+        text.contains("rebase"),
+        "two children on vdb's frozen image: {text}"
+    );
+    api.snapshot_delete("vm", "s1", ChildPolicy::Rebase, false, false, None)
+        .await
+        .expect("s1 deleted");
+    assert_eq!(f.contents(), latest, "deleting a snapshot changes no disk");
+    assert_eq!(f.internal("vda.qcow2"), ["s2", "s3"]);
+    assert!(!f.path("vdc.raw.s1").exists());
+    assert!(
+        !f.path("vdb.qcow2").exists(),
+        "vdb's s1 image is merged away"
+    );
+    {
+        let store = f.store();
+        assert!(!store.tree().contains("s1"));
+        assert_eq!(store.tree().parent("s2").expect("s2"), None);
+        assert_eq!(store.tree().parent("s3").expect("s3"), None);
+    }
+
+    // Each child still goes back to exactly what it held.
+    revert(&f, "s2").await;
+    assert_eq!(f.contents(), at_s2, "s2 survived the deletion of s1");
+    revert(&f, "s3").await;
+    assert_eq!(f.contents(), at_s3, "s3 survived the deletion of s1");
+
+    // Deleting with children, then the metadata only.
+    api.snapshot_delete("vm", "s2", ChildPolicy::Children, false, false, None)
+        .await
+        .expect("s2 deleted");
+    assert_eq!(f.internal("vda.qcow2"), ["s3"]);
+    assert_eq!(f.contents(), at_s3);
+    api.snapshot_delete("vm", "s3", ChildPolicy::Rebase, true, false, None)
+        .await
+        .expect("s3's metadata deleted");
+    assert_eq!(
+        f.internal("vda.qcow2"),
+        ["s3"],
+        "--metadata leaves storage alone"
+    );
+    assert!(f.store().tree().is_empty());
+}
+
+/// The child side of the crash test: deletes s1 and SIGKILLs itself when
+/// step `VIRTSNAP_CRASH_AT` is done.
+#[tokio::test]
+async fn delete_crash_child() {
+    let (Ok(at), Ok(dir)) = (
+        std::env::var("VIRTSNAP_CRASH_AT"),
+        std::env::var("VIRTSNAP_CRASH_DIR"),
+    ) else {
+        return; // Run only as the child of `a_killed_delete_is_finished_on_next_open`.
+    };
+    let index: usize = at.parse().expect("index");
+    let api = snapshot_core::domain_api::DomainApi::new(
+        Layout::new(Path::new(&dir).join("state")),
+        real_drivers(),
+    );
+    let observer = move |i: usize, _: &Step, e: StepEvent| {
+        if i == index && e == StepEvent::Done {
+            let me = std::process::id().to_string();
+            let _ = Command::new("kill").args(["-KILL", &me]).status();
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        }
+    };
+    let _ = api
+        .snapshot_delete(
+            "vm",
+            "s1",
+            ChildPolicy::Rebase,
+            false,
+            false,
+            Some(&observer),
+        )
+        .await;
+    panic!("the child was to be killed after step {at}");
+}
+
+#[tokio::test]
+async fn a_killed_delete_is_finished_on_next_open() {
+    if !backends::qemu_tools_present() {
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    // Delete s1 of s1 <- s2: vda's internal snapshot, vdb's merge, vdc's
+    // copy, the metadata: kill after each step but the last.
+    for index in 0..3 {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let f = Fixture::new(tmp.path());
+        create(&f, "s1").await;
+        write_all(&f, 0x44);
+        create(&f, "s2").await;
+        write_all(&f, 0x4f);
+        let latest = f.contents();
+        let out = Command::new(&exe)
+            .args([
+                "--exact",
+                "delete_crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("VIRTSNAP_CRASH_AT", index.to_string())
+            .env("VIRTSNAP_CRASH_DIR", tmp.path())
+            .output()
+            .expect("child runs");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&out.status),
+            Some(9),
+            "step {index}: the child was not killed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (_, note) = f
+            .api(real_drivers())
+            .open_for_write("vm")
+            .await
+            .unwrap_or_else(|e| panic!("step {index}: finishing: {e}"));
+        assert!(note.is_some_and(|n| n.contains("finished")));
+        let store = f.store();
+        assert!(store.pending_intent().is_none());
+        assert!(!store.tree().contains("s1"), "step {index}");
+        assert_eq!(store.tree().current(), Some("s2"));
+        drop(store);
+        assert_eq!(f.internal("vda.qcow2"), ["s2"], "step {index}");
+        assert!(!f.path("vdc.raw.s1").exists(), "step {index}");
+        assert_eq!(f.contents(), latest, "step {index}");
+    }
+}

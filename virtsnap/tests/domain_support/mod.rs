@@ -1,0 +1,131 @@
+//! Shared fixture of the domain snapshot tests: a state directory with
+//! domain `vm` and its three disks on real images, and what the tests
+//! read back (sources, contents hashed, internal snapshots, files).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use driver_qemu::qcow2;
+use snapshot_core::conformance::backends;
+use snapshot_core::domain_api::DomainApi;
+use snapshot_core::driver::VolumeDriver;
+use snapshot_core::store::{Access, Layout, MetadataStore, Owner, domains};
+
+pub const MIB: u64 = 1 << 20;
+
+/// A state directory with domain `vm`: vda qcow2, vdb qcow2 (its default
+/// mode external), vdc raw.
+pub struct Fixture {
+    pub dir: PathBuf,
+    pub layout: Layout,
+}
+
+impl Fixture {
+    pub fn new(dir: &Path) -> Self {
+        let f = Self {
+            dir: dir.to_path_buf(),
+            layout: Layout::new(dir.join("state")),
+        };
+        backends::qcow2_create(&f.path("vda.qcow2"), 4 * MIB, &[]);
+        backends::qcow2_create(&f.path("vdb.qcow2"), 4 * MIB, &[]);
+        std::fs::write(f.path("vdc.raw"), vec![0u8; 4 << 20]).expect("raw image");
+        backends::write(&f.path("vda.qcow2"), "qcow2", 0, 65_536, 0xa1);
+        backends::write(&f.path("vdb.qcow2"), "qcow2", 0, 65_536, 0xb1);
+        backends::write(&f.path("vdc.raw"), "raw", 0, 65_536, 0xc1);
+        let xml = format!(
+            "<domain type='kvm'>
+  <name>vm</name>
+  <memory unit='MiB'>64</memory>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{a}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='file' device='disk' snapshot='external'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{b}'/>
+      <target dev='vdb' bus='virtio'/>
+    </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{c}'/>
+      <target dev='vdc' bus='virtio'/>
+    </disk>
+  </devices>
+</domain>",
+            a = f.path("vda.qcow2").display(),
+            b = f.path("vdb.qcow2").display(),
+            c = f.path("vdc.raw").display(),
+        );
+        domains::define(&f.layout, &xml).expect("domain defined");
+        f
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn api(&self, drivers: Vec<Arc<dyn VolumeDriver>>) -> DomainApi {
+        DomainApi::new(self.layout.clone(), drivers)
+    }
+
+    /// The domain's current disk sources, vda, vdb, vdc.
+    pub fn sources(&self) -> Vec<String> {
+        domains::get(&self.layout, "vm")
+            .expect("domain")
+            .def
+            .disks
+            .iter()
+            .map(|d| d.source.path.clone().unwrap_or_default())
+            .collect()
+    }
+
+    /// What the guest sees on each disk, hashed.
+    pub fn contents(&self) -> Vec<String> {
+        let formats = ["qcow2", "qcow2", "raw"];
+        self.sources()
+            .iter()
+            .zip(formats)
+            .map(|(s, f)| {
+                let format = if s.ends_with(".raw") { "raw" } else { f };
+                let bytes = backends::content(Path::new(s), format);
+                driver_file::copy::sha256_bytes(&bytes)
+            })
+            .collect()
+    }
+
+    pub fn store(&self) -> MetadataStore {
+        MetadataStore::open(&self.layout, Owner::Domain("vm".into()), Access::Read).expect("store")
+    }
+
+    /// Internal snapshot names inside the image.
+    pub fn internal(&self, image: &str) -> Vec<String> {
+        qcow2::read_snapshots(&self.path(image))
+            .expect("snapshot table")
+            .1
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    }
+
+    /// Everything in the fixture directory except the state.
+    pub fn files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "state")
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+pub fn real_drivers() -> Vec<Arc<dyn VolumeDriver>> {
+    vec![
+        Arc::new(driver_qemu::QemuDriver::new()),
+        Arc::new(driver_file::FileDriver::new()),
+    ]
+}
