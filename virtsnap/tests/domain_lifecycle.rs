@@ -234,3 +234,93 @@ async fn a_killed_delete_is_finished_on_next_open() {
         assert_eq!(f.contents(), latest, "step {index}");
     }
 }
+
+/// The child side of the revert crash test: reverts to s1 and SIGKILLs
+/// itself when step `VIRTSNAP_CRASH_AT` is done.
+#[tokio::test]
+async fn revert_crash_child() {
+    let (Ok(at), Ok(dir)) = (
+        std::env::var("VIRTSNAP_REVERT_CRASH_AT"),
+        std::env::var("VIRTSNAP_CRASH_DIR"),
+    ) else {
+        return; // Run only as the child of `a_killed_revert_is_finished_on_next_open`.
+    };
+    let index: usize = at.parse().expect("index");
+    let api = snapshot_core::domain_api::DomainApi::new(
+        Layout::new(Path::new(&dir).join("state")),
+        real_drivers(),
+    );
+    let observer = move |i: usize, _: &Step, e: StepEvent| {
+        if i == index && e == StepEvent::Done {
+            let me = std::process::id().to_string();
+            let _ = Command::new("kill").args(["-KILL", &me]).status();
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        }
+    };
+    let _ = api
+        .revert_to_snapshot("vm", "s1", RevertFlags::empty(), false, Some(&observer))
+        .await;
+    panic!("the child was to be killed after step {at}");
+}
+
+#[tokio::test]
+async fn a_killed_revert_is_finished_on_next_open() {
+    if !backends::qemu_tools_present() {
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    // Revert to s1 from after s2: three disks, the definition restored and
+    // its sources changed, the discarded top image, the current snapshot.
+    let mut index = 0;
+    loop {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let f = Fixture::new(tmp.path());
+        let at_s1 = f.contents();
+        create(&f, "s1").await;
+        write_all(&f, 0x55);
+        create(&f, "s2").await;
+        write_all(&f, 0x5f);
+        let steps = f
+            .api(real_drivers())
+            .revert_to_snapshot("vm", "s1", RevertFlags::empty(), true, None)
+            .await
+            .expect("planned")
+            .steps
+            .len();
+        if index + 1 >= steps {
+            assert!(
+                index >= 5,
+                "the revert has its disk, definition and discard steps"
+            );
+            break;
+        }
+        let out = Command::new(&exe)
+            .args([
+                "--exact",
+                "revert_crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("VIRTSNAP_REVERT_CRASH_AT", index.to_string())
+            .env("VIRTSNAP_CRASH_DIR", tmp.path())
+            .output()
+            .expect("child runs");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&out.status),
+            Some(9),
+            "step {index}: the child was not killed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (_, note) = f
+            .api(real_drivers())
+            .open_for_write("vm")
+            .await
+            .unwrap_or_else(|e| panic!("step {index}: finishing: {e}"));
+        assert!(note.is_some_and(|n| n.contains("finished")), "step {index}");
+        assert_eq!(f.contents(), at_s1, "step {index}");
+        let store = f.store();
+        assert!(store.pending_intent().is_none());
+        assert_eq!(store.tree().current(), Some("s1"), "step {index}");
+        index += 1;
+    }
+}
