@@ -157,7 +157,7 @@ impl DomainApi {
             note = Some(format!(
                 "an interrupted revert or delete on domain '{domain}' was finished"
             ));
-            tracing::warn!(domain, "finished an interrupted revert or delete");
+            tracing::info!(domain, "finished an interrupted revert or delete");
         }
         if store
             .pending_intent()
@@ -171,7 +171,7 @@ impl DomainApi {
             } else {
                 format!("an interrupted snapshot '{name}' of domain '{domain}' was rolled back")
             });
-            tracing::warn!(domain, snapshot = %name, kept, "recovered an interrupted create");
+            tracing::info!(domain, snapshot = %name, kept, "recovered an interrupted create");
         }
         Ok((store, note))
     }
@@ -237,7 +237,6 @@ impl DomainApi {
         dry_run: bool,
         observer: Option<&Observer>,
     ) -> Result<Created, DomainApiError> {
-        let domain = domains::get(&self.layout, domain_name)?;
         let mut parse = ParseFlags::empty();
         parse.set(ParseFlags::REDEFINE, flags.contains(CreateFlags::REDEFINE));
         parse.set(ParseFlags::VALIDATE, flags.contains(CreateFlags::VALIDATE));
@@ -249,26 +248,41 @@ impl DomainApi {
         let def = DomainSnapshotDef::parse(text, &options)
             .map_err(DomainApiError::Xml)?
             .def;
+        // The lock first, and an interrupted operation dealt with, so the
+        // plan sees the domain as it really is.
+        let (mut store, recovered) = if dry_run {
+            (self.store_for(domain_name, Access::Read)?, None)
+        } else {
+            self.open_for_write(domain_name).await?
+        };
+        let domain = domains::get(&self.layout, domain_name)?;
+        if !flags.contains(CreateFlags::REDEFINE)
+            && let Some(name) = &def.name
+            && store.tree().contains(name)
+        {
+            return Err(DomainApiError::NameTaken {
+                domain: domain_name.to_string(),
+                name: name.clone(),
+            });
+        }
         let request = CreateRequest { def, flags };
         let facts = self.facts(&domain).await?;
-        let plan = plan_create(&request, &facts)?;
+        let mut plan = plan_create(&request, &facts)?;
+        if let Some(note) = recovered {
+            plan.notes.insert(0, note);
+        }
         if dry_run {
-            if plan.kind != PlanKind::Redefine {
-                let store = MetadataStore::open(
-                    &self.layout,
-                    Owner::Domain(domain_name.to_string()),
-                    Access::Read,
-                )?;
-                if store.tree().contains(&plan.snapshot) {
-                    return Err(DomainApiError::NameTaken {
-                        domain: domain_name.to_string(),
-                        name: plan.snapshot.clone(),
-                    });
-                }
+            if let Some(pending) = store.pending_intent() {
+                plan.notes.insert(
+                    0,
+                    format!(
+                        "an interrupted '{}' is pending: it is finished or rolled back before                          the next change, and this plan may then differ",
+                        pending.operation
+                    ),
+                );
             }
             return Ok(Created::Planned(plan));
         }
-        let (mut store, _) = self.open_for_write(domain_name).await?;
         if plan.kind == PlanKind::Redefine {
             let def = plan.def.clone().unwrap_or_default();
             store.redefine(
@@ -278,12 +292,6 @@ impl DomainApi {
             return Ok(Created::Taken {
                 def: Some(Box::new(def)),
                 plan,
-            });
-        }
-        if store.tree().contains(&plan.snapshot) {
-            return Err(DomainApiError::NameTaken {
-                domain: domain_name.to_string(),
-                name: plan.snapshot.clone(),
             });
         }
         let def = self
@@ -401,10 +409,10 @@ impl DomainApi {
         dry_run: bool,
         observer: Option<&Observer>,
     ) -> Result<Plan, DomainApiError> {
-        let mut store = if dry_run {
-            self.store_for(domain_name, Access::Read)?
+        let (mut store, recovered) = if dry_run {
+            (self.store_for(domain_name, Access::Read)?, None)
         } else {
-            self.open_for_write(domain_name).await?.0
+            self.open_for_write(domain_name).await?
         };
         let domain = domains::get(&self.layout, domain_name)?;
         let defs = Self::definitions(&store);
@@ -434,7 +442,8 @@ impl DomainApi {
                 needed_images: needed.clone(),
                 backing_images: backing_images.clone(),
             };
-            let plan = plan_revert(&request, &facts)?;
+            let mut plan = plan_revert(&request, &facts)?;
+            plan.notes.splice(0..0, recovered.clone());
             let taken = plan.disk_steps().any(|d| match &d.action {
                 crate::plan::DiskAction::External { target, .. } => Path::new(target).exists(),
                 _ => false,
@@ -471,10 +480,10 @@ impl DomainApi {
         dry_run: bool,
         observer: Option<&Observer>,
     ) -> Result<Plan, DomainApiError> {
-        let mut store = if dry_run {
-            self.store_for(domain_name, Access::Read)?
+        let (mut store, recovered) = if dry_run {
+            (self.store_for(domain_name, Access::Read)?, None)
         } else {
-            self.open_for_write(domain_name).await?.0
+            self.open_for_write(domain_name).await?
         };
         if !store.tree().contains(name) {
             return Err(DomainApiError::NoSnapshot {
@@ -494,7 +503,8 @@ impl DomainApi {
             merge_blocked,
         };
         let facts = self.facts(&domain).await?;
-        let plan = plan_delete(&request, store.tree(), &facts)?;
+        let mut plan = plan_delete(&request, store.tree(), &facts)?;
+        plan.notes.splice(0..0, recovered);
         if dry_run {
             return Ok(plan);
         }

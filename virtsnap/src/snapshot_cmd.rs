@@ -1,22 +1,24 @@
-//! virsh's snapshot verbs on the metadata store: `snapshot-list`,
-//! `snapshot-info`, `snapshot-dumpxml`, `snapshot-parent`,
-//! `snapshot-current`, `snapshot-create --redefine`,
+//! virsh's snapshot verbs: `snapshot-list`, `snapshot-info`,
+//! `snapshot-dumpxml`, `snapshot-parent`, `snapshot-current`,
 //! `snapshot-delete --metadata` and `snapshot-edit` (its edit loop in
-//! [`edit`]). Output columns and wording follow virsh; `--json` gives the
-//! same data as JSON.
-//!
-//! Only metadata is touched for now: creating a snapshot of real storage
-//! and deleting one with its data come with the drivers.
+//! [`edit`]) on the metadata store; `snapshot-create` and
+//! `snapshot-create-as` (in [`create`], their specs in [`spec`]) take
+//! snapshots of a defined, shut-off domain's disks, or redefine
+//! metadata; `snapshot-revert` and `snapshot-delete` of the storage (in
+//! [`change`]). Output columns and wording follow virsh; `--json` gives
+//! the same data as JSON.
 
+mod change;
+mod create;
 mod edit;
+mod spec;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use snapshot_conf::{DomainSnapshotDef, FormatFlags, FormatOptions, ParseFlags, ParseOptions};
+use snapshot_conf::{FormatFlags, FormatOptions};
 use snapshot_core::store::{Access, Layout, MetadataStore, Owner, SnapshotRecord, StoreError};
 use snapshot_core::{ChildPolicy, ListFilter, Location, SnapshotTree, StateKind};
 
@@ -38,12 +40,32 @@ pub enum SnapshotCommand {
     /// Print (or set) the current snapshot.
     #[command(name = "snapshot-current")]
     Current(CurrentArgs),
-    /// Create a snapshot from XML; today only `--redefine` (metadata).
+    /// Create a snapshot from XML (or all defaults) of a shut-off domain,
+    /// or redefine a snapshot's metadata.
+    ///
+    /// Each disk is snapshotted by its own mechanism: qcow2 internally,
+    /// raw by a full copy beside the image, external disks as a new qcow2
+    /// overlay that becomes the disk's source. --dry-run prints the plan
+    /// and changes nothing.
     #[command(name = "snapshot-create")]
-    Create(CreateArgs),
-    /// Delete a snapshot; today only `--metadata`.
+    Create(create::CreateArgs),
+    /// Create a snapshot of a shut-off domain from arguments.
+    ///
+    /// Builds the <domainsnapshot> from NAME, DESCRIPTION, --memspec and
+    /// --diskspec as virsh does (--print-xml shows it), then takes it as
+    /// snapshot-create does.
+    #[command(name = "snapshot-create-as")]
+    CreateAs(create::CreateAsArgs),
+    /// Delete a snapshot: its storage (internal snapshots dropped,
+    /// external images merged into or rebased under what is built on
+    /// them, copies removed) and its metadata; its children move to its
+    /// parent. --children and --children-only delete descendants too.
     #[command(name = "snapshot-delete")]
     Delete(DeleteArgs),
+    /// Revert a shut-off domain to a snapshot: every disk goes back by
+    /// its own mechanism and the domain definition becomes the snapshot's.
+    #[command(name = "snapshot-revert")]
+    Revert(change::RevertArgs),
     /// Edit a snapshot's XML in $VISUAL or $EDITOR, then redefine it.
     ///
     /// The XML, security-sensitive parts included, is written to a private
@@ -174,25 +196,6 @@ pub struct CurrentArgs {
     snapshotname: Option<String>,
 }
 
-/// `snapshot-create`.
-#[derive(Debug, Args)]
-pub struct CreateArgs {
-    /// Domain name.
-    domain: String,
-    /// The snapshot XML.
-    #[arg(long, value_name = "FILE")]
-    xmlfile: PathBuf,
-    /// Redefine metadata of an existing snapshot (required for now).
-    #[arg(long)]
-    redefine: bool,
-    /// With --redefine: make it the current snapshot.
-    #[arg(long, requires = "redefine")]
-    current: bool,
-    /// Validate the XML against the schema.
-    #[arg(long)]
-    validate: bool,
-}
-
 /// `snapshot-delete`.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
@@ -210,9 +213,14 @@ pub struct DeleteArgs {
     /// Delete only its descendants.
     #[arg(long)]
     children_only: bool,
-    /// Delete only virtsnap's metadata (required for now).
+    /// Delete only virtsnap's metadata; images, internal snapshots and
+    /// memory files stay.
     #[arg(long)]
     metadata: bool,
+    /// Print the plan (what is merged, rebased, removed or kept) and
+    /// change nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// Why a snapshot verb failed.
@@ -224,26 +232,14 @@ enum CmdError {
     Layout(#[from] snapshot_core::store::LayoutError),
     #[error(transparent)]
     Tree(#[from] snapshot_core::TreeError),
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}: {source}", path.display())]
-    Xml {
-        path: PathBuf,
-        #[source]
-        source: snapshot_conf::ConfError,
-    },
     #[error("the domain does not have a current snapshot")]
     NoCurrent,
     #[error("snapshot '{0}' does not have a parent")]
     NoParent(String),
-    #[error("{0}")]
-    NotYet(&'static str),
     #[error(transparent)]
     Edit(#[from] edit::EditError),
+    #[error(transparent)]
+    Create(#[from] create::CreateError),
 }
 
 /// Runs a snapshot verb.
@@ -306,8 +302,10 @@ fn execute(cmd: &SnapshotCommand) -> Result<String, CmdError> {
             }
         }
         SnapshotCommand::Current(a) => current(a),
-        SnapshotCommand::Create(a) => create(a),
+        SnapshotCommand::Create(a) => Ok(create::create(&layout()?, a)?),
+        SnapshotCommand::CreateAs(a) => Ok(create::create_as(&layout()?, a)?),
         SnapshotCommand::Delete(a) => delete(a),
+        SnapshotCommand::Revert(a) => Ok(change::revert(&layout()?, a)?),
         SnapshotCommand::Edit(a) => Ok(edit::run(&layout()?, a)?),
     }
 }
@@ -612,39 +610,9 @@ fn current(a: &CurrentArgs) -> Result<String, CmdError> {
     }
 }
 
-fn create(a: &CreateArgs) -> Result<String, CmdError> {
-    if !a.redefine {
-        return Err(CmdError::NotYet(
-            "creating snapshots of storage needs the drivers (a later issue); today only --redefine of snapshot metadata works",
-        ));
-    }
-    let text = std::fs::read_to_string(&a.xmlfile).map_err(|source| CmdError::Read {
-        path: a.xmlfile.clone(),
-        source,
-    })?;
-    let mut flags = ParseFlags::REDEFINE;
-    flags.set(ParseFlags::VALIDATE, a.validate);
-    let parsed = DomainSnapshotDef::parse(&text, &ParseOptions::new(flags)).map_err(|source| {
-        CmdError::Xml {
-            path: a.xmlfile.clone(),
-            source,
-        }
-    })?;
-    let name = parsed.def.name.clone().unwrap_or_default();
-    let mut store = open(&a.domain, Access::Write)?;
-    store.redefine(SnapshotRecord::Domain(Box::new(parsed.def)), a.current)?;
-    tracing::info!(snapshot = %name, current = a.current, "snapshot redefined");
-    Ok(format!(
-        "Domain snapshot {name} created from '{}'\n",
-        a.xmlfile.display()
-    ))
-}
-
 fn delete(a: &DeleteArgs) -> Result<String, CmdError> {
-    if !a.metadata {
-        return Err(CmdError::NotYet(
-            "deleting snapshot data needs the drivers (a later issue); today only --metadata works",
-        ));
+    if !a.metadata || a.dry_run {
+        return Ok(change::delete(&layout()?, a)?);
     }
     let mut store = open(&a.domain, Access::Write)?;
     let name = match &a.snapshotname {

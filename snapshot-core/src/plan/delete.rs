@@ -326,20 +326,19 @@ fn plan_one(
             .iter()
             .any(|d| source_label(&d.source) == image);
         let dependents = images.built_on(&image);
-        for x in &dependents {
-            let held = internal_holders(others, x);
-            if !held.is_empty() {
-                return Err(PlanError::unsupported(
-                    format!(
-                        "deleting '{name}' would move the data of {image} into {x}, but {x} holds internal snapshots of {}, which would then read different data",
-                        held.join(", ")
-                    ),
-                    format!(
-                        "delete {} first, or delete the metadata of '{name}' only (--metadata)",
-                        held.join(", ")
-                    ),
-                ));
-            }
+        // Internal snapshots inside an image built on this one read
+        // through it: moving its data would change theirs. It stays.
+        let readers: Vec<String> = dependents
+            .iter()
+            .flat_map(|x| internal_holders(others, x))
+            .map(str::to_string)
+            .collect();
+        if !readers.is_empty() {
+            notes.push(format!(
+                "{disk}: {image} is kept: internal snapshots of {} in the images built on it read through it (delete those snapshots to free it)",
+                readers.join(", ")
+            ));
+            continue;
         }
         let parent = images.backing.get(&image).cloned().flatten();
         match dependents.as_slice() {
