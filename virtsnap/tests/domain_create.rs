@@ -11,18 +11,12 @@ mod domain_support;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 
-use async_trait::async_trait;
-use domain_support::{Fixture, real_drivers};
+use domain_support::{Fault, Faulty, Fixture, real_drivers};
 use driver_qemu::qcow2;
 use snapshot_conf::SnapshotMode as XmlMode;
 use snapshot_core::conformance::backends;
 use snapshot_core::domain_api::{Created, DomainApi, DomainApiError};
-use snapshot_core::driver::{
-    Capabilities, CreatedSnapshot, DeleteContext, DriverError, Progress, SnapshotPlan, SnapshotRef,
-    StorageSnapshot, Volume, VolumeDriver, VolumeState,
-};
 use snapshot_core::exec::{ExecError, StepEvent, Undone};
 use snapshot_core::plan::{CreateFlags, Step};
 use snapshot_core::store::{Layout, SnapshotRecord};
@@ -178,75 +172,6 @@ async fn three_disks_each_by_its_own_mechanism() {
     assert_eq!(f.internal("vda.qcow2"), ["s1", "s2"]);
 }
 
-/// The real driver, failing the disk step on one image.
-struct FailOn {
-    inner: Arc<dyn VolumeDriver>,
-    image: String,
-}
-
-impl FailOn {
-    fn check(&self, path: &Path) -> Result<(), DriverError> {
-        if path.ends_with(&self.image) {
-            return Err(DriverError::NoSpace {
-                path: path.to_path_buf(),
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl VolumeDriver for FailOn {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
-    }
-    async fn capabilities(&self, v: &Volume, s: VolumeState) -> Result<Capabilities, DriverError> {
-        self.inner.capabilities(v, s).await
-    }
-    async fn create(
-        &self,
-        v: &Volume,
-        plan: &SnapshotPlan,
-        p: Option<&Progress>,
-    ) -> Result<CreatedSnapshot, DriverError> {
-        self.check(&v.path)?;
-        self.inner.create(v, plan, p).await
-    }
-    async fn revert(
-        &self,
-        v: &Volume,
-        s: &SnapshotRef,
-        verify: bool,
-        p: Option<&Progress>,
-    ) -> Result<(), DriverError> {
-        self.inner.revert(v, s, verify, p).await
-    }
-    async fn delete(
-        &self,
-        v: &Volume,
-        s: &SnapshotRef,
-        c: &DeleteContext,
-        p: Option<&Progress>,
-    ) -> Result<(), DriverError> {
-        self.inner.delete(v, s, c, p).await
-    }
-    async fn list(&self, v: &Volume) -> Result<Vec<StorageSnapshot>, DriverError> {
-        self.inner.list(v).await
-    }
-    async fn undo(&self, v: &Volume, c: &CreatedSnapshot) -> Result<(), DriverError> {
-        self.inner.undo(v, c).await
-    }
-    async fn create_overlay(
-        &self,
-        base: &Volume,
-        o: &Path,
-        reuse: bool,
-    ) -> Result<(), DriverError> {
-        self.check(&base.path)?;
-        self.inner.create_overlay(base, o, reuse).await
-    }
-}
-
 #[tokio::test]
 async fn a_failing_disk_step_undoes_every_step_before_it() {
     if !backends::qemu_tools_present() {
@@ -256,15 +181,7 @@ async fn a_failing_disk_step_undoes_every_step_before_it() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let f = Fixture::new(tmp.path());
         let before = (f.contents(), f.sources(), f.files());
-        let drivers: Vec<Arc<dyn VolumeDriver>> = real_drivers()
-            .into_iter()
-            .map(|inner| {
-                Arc::new(FailOn {
-                    inner,
-                    image: image.into(),
-                }) as Arc<dyn VolumeDriver>
-            })
-            .collect();
+        let drivers = Faulty::drivers(|| Fault::CreateOn(image.into()));
         let e = f
             .api(drivers)
             .snapshot_create_xml("vm", Some(S1), CreateFlags::empty(), false, None)

@@ -11,7 +11,7 @@ mod domain_support;
 use std::path::Path;
 use std::process::Command;
 
-use domain_support::{Fixture, real_drivers};
+use domain_support::{Fault, Faulty, Fixture, real_drivers};
 use snapshot_core::conformance::backends;
 use snapshot_core::domain_api::Created;
 use snapshot_core::exec::StepEvent;
@@ -323,4 +323,51 @@ async fn a_killed_revert_is_finished_on_next_open() {
         assert_eq!(store.tree().current(), Some("s1"), "step {index}");
         index += 1;
     }
+}
+
+/// A delete that fails after its first step (a merge that finds the disk
+/// full) keeps what it did, says so, and is finished on the next open
+/// once the cause is gone: nothing is left half-merged.
+#[tokio::test]
+async fn a_failed_delete_is_finished_on_next_open() {
+    if !backends::qemu_tools_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let f = Fixture::new(tmp.path());
+    create(&f, "s1").await;
+    write_all(&f, 0x66);
+    create(&f, "s2").await;
+    write_all(&f, 0x6f);
+    let latest = f.contents();
+    let faulty = f.api(Faulty::drivers(|| {
+        Fault::FirstMerge(std::sync::atomic::AtomicBool::new(false))
+    }));
+    let e = faulty
+        .snapshot_delete("vm", "s1", ChildPolicy::Rebase, false, false, None)
+        .await
+        .expect_err("the merge fails");
+    let text = e.to_string();
+    assert!(
+        text.contains("on disk vdb") && text.contains("no space left") && text.contains("finished"),
+        "{text}"
+    );
+    assert_eq!(f.contents(), latest, "a failed merge changes no disk");
+    assert!(
+        f.store().pending_intent().is_some(),
+        "the rest is still to do"
+    );
+    let (_, note) = f
+        .api(real_drivers())
+        .open_for_write("vm")
+        .await
+        .expect("finished");
+    assert!(note.is_some_and(|n| n.contains("finished")));
+    let store = f.store();
+    assert!(store.pending_intent().is_none() && !store.tree().contains("s1"));
+    drop(store);
+    assert_eq!(f.internal("vda.qcow2"), ["s2"]);
+    assert!(!f.path("vdb.qcow2").exists() && !f.path("vdc.raw.s1").exists());
+    assert_eq!(f.contents(), latest);
+    revert(&f, "s2").await;
 }

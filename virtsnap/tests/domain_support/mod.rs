@@ -7,10 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use driver_qemu::qcow2;
 use snapshot_core::conformance::backends;
 use snapshot_core::domain_api::DomainApi;
-use snapshot_core::driver::VolumeDriver;
+use snapshot_core::driver::{
+    Capabilities, ChainInfo, CreatedSnapshot, DeleteContext, DriverError, Progress, SnapshotPlan,
+    SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeState,
+};
 use snapshot_core::store::{Access, Layout, MetadataStore, Owner, domains};
 
 pub const MIB: u64 = 1 << 20;
@@ -128,4 +132,124 @@ pub fn real_drivers() -> Vec<Arc<dyn VolumeDriver>> {
         Arc::new(driver_qemu::QemuDriver::new()),
         Arc::new(driver_file::FileDriver::new()),
     ]
+}
+
+/// A fault injected into a real driver.
+#[derive(Debug)]
+pub enum Fault {
+    /// Creating a snapshot of (or an overlay on) the image whose path
+    /// ends so fails, disk full, nothing done.
+    CreateOn(String),
+    /// The first merge of image layers fails, nothing done.
+    FirstMerge(std::sync::atomic::AtomicBool),
+}
+
+/// The real driver `inner` with `fault` injected; everything else goes
+/// through unchanged.
+pub struct Faulty {
+    pub inner: Arc<dyn VolumeDriver>,
+    pub fault: Fault,
+}
+
+impl Faulty {
+    /// Every real driver with `fault` (a fresh one each: `make`).
+    pub fn drivers(make: impl Fn() -> Fault) -> Vec<Arc<dyn VolumeDriver>> {
+        real_drivers()
+            .into_iter()
+            .map(|inner| {
+                Arc::new(Self {
+                    inner,
+                    fault: make(),
+                }) as Arc<dyn VolumeDriver>
+            })
+            .collect()
+    }
+
+    fn create_fault(&self, path: &Path) -> Result<(), DriverError> {
+        match &self.fault {
+            Fault::CreateOn(image) if path.ends_with(image) => Err(DriverError::NoSpace {
+                path: path.to_path_buf(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl VolumeDriver for Faulty {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    async fn capabilities(&self, v: &Volume, s: VolumeState) -> Result<Capabilities, DriverError> {
+        self.inner.capabilities(v, s).await
+    }
+    async fn create(
+        &self,
+        v: &Volume,
+        plan: &SnapshotPlan,
+        p: Option<&Progress>,
+    ) -> Result<CreatedSnapshot, DriverError> {
+        self.create_fault(&v.path)?;
+        self.inner.create(v, plan, p).await
+    }
+    async fn revert(
+        &self,
+        v: &Volume,
+        s: &SnapshotRef,
+        verify: bool,
+        p: Option<&Progress>,
+    ) -> Result<(), DriverError> {
+        self.inner.revert(v, s, verify, p).await
+    }
+    async fn delete(
+        &self,
+        v: &Volume,
+        s: &SnapshotRef,
+        c: &DeleteContext,
+        p: Option<&Progress>,
+    ) -> Result<(), DriverError> {
+        self.inner.delete(v, s, c, p).await
+    }
+    async fn list(&self, v: &Volume) -> Result<Vec<StorageSnapshot>, DriverError> {
+        self.inner.list(v).await
+    }
+    async fn undo(&self, v: &Volume, c: &CreatedSnapshot) -> Result<(), DriverError> {
+        self.inner.undo(v, c).await
+    }
+    async fn create_overlay(
+        &self,
+        base: &Volume,
+        o: &Path,
+        reuse: bool,
+    ) -> Result<(), DriverError> {
+        self.create_fault(&base.path)?;
+        self.inner.create_overlay(base, o, reuse).await
+    }
+    async fn chain_info(&self, image: &Path) -> Result<Option<ChainInfo>, DriverError> {
+        self.inner.chain_info(image).await
+    }
+    async fn merge_layer(
+        &self,
+        image: &Path,
+        top: &Path,
+        p: Option<&Progress>,
+    ) -> Result<(), DriverError> {
+        if let Fault::FirstMerge(done) = &self.fault
+            && !done.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(DriverError::NoSpace {
+                path: image.to_path_buf(),
+            });
+        }
+        self.inner.merge_layer(image, top, p).await
+    }
+    async fn rebase_layers(
+        &self,
+        image: &Path,
+        children: &[PathBuf],
+        onto: Option<&Path>,
+        p: Option<&Progress>,
+    ) -> Result<(), DriverError> {
+        self.inner.rebase_layers(image, children, onto, p).await
+    }
 }
