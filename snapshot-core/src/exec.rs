@@ -429,7 +429,42 @@ fn step_error(
     }
 }
 
+/// Whether `step` needs the hypervisor running (or starting) the domain.
+fn needs_hypervisor(step: &Step) -> bool {
+    match step {
+        Step::Freeze
+        | Step::Thaw
+        | Step::Pause
+        | Step::Resume
+        | Step::Halt
+        | Step::SaveMemoryInternal { .. }
+        | Step::SaveMemory { .. }
+        | Step::DiskTransaction(_)
+        | Step::StopDomain
+        | Step::StartDomain { .. }
+        | Step::DiscardManagedSave => true,
+        Step::DiskSnapshot(d) | Step::RevertDisk(d) | Step::DeleteDiskSnapshot(d) => {
+            d.by == Performer::Hypervisor
+        }
+        Step::MergeImage { by, .. } | Step::RebaseImages { by, .. } => *by == Performer::Hypervisor,
+        _ => false,
+    }
+}
+
 impl Executor<'_> {
+    /// Refuses, before anything changes, a plan with a step nobody here
+    /// can carry out: a plan stopped half-way by a step that can never
+    /// run would stay pending for ever.
+    fn check_performable(&self, plan: &Plan) -> Result<(), ExecError> {
+        if self.hypervisor.is_some() {
+            return Ok(());
+        }
+        match plan.steps.iter().find(|s| needs_hypervisor(s)) {
+            Some(step) => Err(ExecError::NoHypervisor(step.to_string())),
+            None => Ok(()),
+        }
+    }
+
     fn hypervisor(&self, step: &Step) -> Result<&dyn Hypervisor, ExecError> {
         self.hypervisor
             .ok_or_else(|| ExecError::NoHypervisor(step.to_string()))
@@ -496,6 +531,7 @@ impl Executor<'_> {
         domain: &Domain,
         store: &mut MetadataStore,
     ) -> Result<Option<DomainSnapshotDef>, ExecError> {
+        self.check_performable(plan)?;
         self.precheck(plan, domain).await?;
         let name = plan.snapshot.clone();
         let mut records: Vec<UndoRecord> = Vec::new();
@@ -1113,6 +1149,7 @@ impl Executor<'_> {
                 plan.snapshot
             ))
         })?;
+        self.check_performable(plan)?;
         self.precheck_finish(&steps, store).await?;
         store.begin_intent(Intent::new(OP_DOMAIN_FINISH, &[Recovery::Finish], &payload))?;
         self.run_finish(&steps, 0, store, true).await?;

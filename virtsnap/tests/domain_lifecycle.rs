@@ -371,3 +371,27 @@ async fn a_failed_delete_is_finished_on_next_open() {
     assert_eq!(f.contents(), latest);
     revert(&f, "s2").await;
 }
+
+/// A revert that would need to start the domain is refused before any
+/// disk changes while no hypervisor is connected.
+#[tokio::test]
+async fn a_revert_needing_a_hypervisor_changes_nothing_without_one() {
+    if !backends::qemu_tools_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let f = Fixture::new(tmp.path());
+    create(&f, "s1").await;
+    write_all(&f, 0x77);
+    let before = (f.contents(), f.sources(), f.files());
+    let e = f
+        .api(real_drivers())
+        .revert_to_snapshot("vm", "s1", RevertFlags::RUNNING, false, None)
+        .await
+        .expect_err("nothing can start the domain");
+    assert!(e.to_string().contains("needs the hypervisor"), "{e}");
+    assert_eq!((f.contents(), f.sources(), f.files()), before);
+    let store = f.store();
+    assert!(store.pending_intent().is_none());
+    assert_eq!(store.tree().current(), Some("s1"));
+}
