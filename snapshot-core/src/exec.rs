@@ -91,24 +91,34 @@ pub enum StepEvent {
 /// whether it begins or is done (progress output, tests).
 pub type Observer = dyn Fn(usize, &Step, StepEvent) + Send + Sync;
 
-/// What became of the undo after a failure.
+/// What became of the steps done before a failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Undone {
-    /// Everything done before was undone.
+    /// Everything done before was undone (or nothing was done).
     All,
     /// Undoing failed too: the operation stays recorded and is rolled
-    /// back when the domain's snapshots are next opened.
+    /// back when the domain's snapshots are next opened for a change.
     Failed(String),
+    /// A revert or delete, which cannot be taken back: the steps done
+    /// stay done, and the operation stays recorded to be finished when
+    /// the domain's snapshots are next opened for a change.
+    Pending,
 }
 
 impl fmt::Display for Undone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::All => f.write_str("everything done before was undone"),
+            Self::All => f.write_str("nothing was left changed"),
             Self::Failed(e) => write!(
                 f,
                 "undoing failed too ({e}); the operation stays recorded and is rolled back the \
-                 next time the domain's snapshots are opened"
+                 next time the domain's snapshots are changed (snapshot-recover --discard \
+                 forgets it instead)"
+            ),
+            Self::Pending => f.write_str(
+                "the steps before it stay done; the operation stays recorded and is finished \
+                 the next time the domain's snapshots are changed, once the cause is fixed \
+                 (snapshot-recover --discard forgets it instead)",
             ),
         }
     }
@@ -384,12 +394,15 @@ fn driver_by_kind<'d>(
         .ok_or_else(|| ExecError::NoDriver(kind.to_string()))
 }
 
-/// The volume of a disk's image: its path and the format the domain
-/// gives it (read from the image when the domain says nothing).
+/// The volume of a disk's image: its path and its format, as the domain
+/// gives it when the image is the disk's current source, else (an image
+/// a snapshot froze, which may be of another format: a raw disk under a
+/// qcow2 overlay) as read from the image.
 fn volume_of(domain: &Domain, disk: &str, image: &str) -> Volume {
     let format = domain
         .def
         .disk_by_target(disk)
+        .filter(|d| d.source.local_path() == Some(image))
         .and_then(|d| d.driver_type.clone())
         .map_or_else(
             || sniff_format(Path::new(image)),
@@ -1232,9 +1245,7 @@ impl Executor<'_> {
                     store.end_intent()?;
                     Undone::All
                 } else {
-                    Undone::Failed(
-                        "the steps done stay done; the rest is finished when the cause is fixed and the domain's snapshots are next opened".into(),
-                    )
+                    Undone::Pending
                 };
                 return Err(step_error(i, step, disk.as_deref(), source, undone));
             }

@@ -66,6 +66,10 @@ pub enum SnapshotCommand {
     /// its own mechanism and the domain definition becomes the snapshot's.
     #[command(name = "snapshot-revert")]
     Revert(change::RevertArgs),
+    /// Finish (a revert or delete) or roll back (a create) what a crash or
+    /// failure interrupted; with --discard, forget it instead.
+    #[command(name = "snapshot-recover")]
+    Recover(change::RecoverArgs),
     /// Edit a snapshot's XML in $VISUAL or $EDITOR, then redefine it.
     ///
     /// The XML, security-sensitive parts included, is written to a private
@@ -306,6 +310,7 @@ fn execute(cmd: &SnapshotCommand) -> Result<String, CmdError> {
         SnapshotCommand::CreateAs(a) => Ok(create::create_as(&layout()?, a)?),
         SnapshotCommand::Delete(a) => delete(a),
         SnapshotCommand::Revert(a) => Ok(change::revert(&layout()?, a)?),
+        SnapshotCommand::Recover(a) => Ok(change::recover(&layout()?, a)?),
         SnapshotCommand::Edit(a) => Ok(edit::run(&layout()?, a)?),
     }
 }

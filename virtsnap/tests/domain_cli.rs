@@ -768,3 +768,51 @@ fn revert_and_delete_go_through_the_storage() {
     let out = vm.run(&["snapshot-revert", "vm", "s2", "--running", "--paused"]);
     assert_eq!(out.status.code(), Some(2), "clap refuses the pair");
 }
+
+#[test]
+fn snapshot_recover_rolls_back_or_forgets_an_interrupted_create() {
+    if !backends::qemu_tools_present() {
+        return;
+    }
+    let kill_mid_create = |vm: &Vm| {
+        let child = Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .env("VIRTSNAP_CLI_CRASH_DIR", vm.dir.path())
+            .output()
+            .expect("child runs");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&child.status),
+            Some(9),
+            "the child was not killed"
+        );
+    };
+    let vm = Vm::new();
+    assert_eq!(
+        vm.ok(&["snapshot-recover", "vm"]),
+        "Domain 'vm' has no interrupted snapshot operation\n"
+    );
+    let before = vm.contents();
+    kill_mid_create(&vm);
+    assert_eq!(
+        vm.ok(&["snapshot-recover", "vm"]),
+        "an interrupted snapshot 's1' of domain 'vm' was rolled back\n"
+    );
+    assert_eq!(vm.contents(), before);
+    assert!(vm.internal("vda.qcow2").is_empty() && !vm.path("vdb.s1").exists());
+
+    // --discard forgets it: what was done stays (vda's internal snapshot,
+    // vdb's overlay as its source), for whoever repairs it by hand.
+    let vm = Vm::new();
+    kill_mid_create(&vm);
+    let out = vm.ok(&["snapshot-recover", "vm", "--discard"]);
+    assert!(
+        out.starts_with("Forgot the interrupted 'domain-snapshot-create' of domain 'vm'"),
+        "{out}"
+    );
+    assert_eq!(vm.internal("vda.qcow2"), ["s1"]);
+    assert!(vm.ok(&["dumpxml", "vm"]).contains(&vm.p("vdb.s1")));
+    assert_eq!(
+        vm.ok(&["snapshot-recover", "vm", "--discard"]),
+        "Domain 'vm' has no interrupted snapshot operation\n"
+    );
+}

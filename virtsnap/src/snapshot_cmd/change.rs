@@ -121,3 +121,49 @@ pub fn delete(layout: &Layout, a: &DeleteArgs) -> Result<String, CreateError> {
         format!("Domain snapshot {name} deleted\n")
     })
 }
+
+/// `snapshot-recover`.
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Domain name.
+    domain: String,
+    /// Forget the interrupted operation instead of finishing or rolling
+    /// it back (when it cannot complete and its storage was repaired by
+    /// hand): the steps it did stay as they are.
+    #[arg(long)]
+    discard: bool,
+}
+
+/// `snapshot-recover`: finishes (a revert, a delete) or rolls back (a
+/// create) what a crash or failure interrupted, or forgets it.
+///
+/// # Errors
+/// The recovery fails again, or the store's.
+pub fn recover(layout: &Layout, a: &RecoverArgs) -> Result<String, CreateError> {
+    let store_err = |e: snapshot_core::store::StoreError| CreateError::Api(Box::new(e.into()));
+    if a.discard {
+        let mut store = MetadataStore::open(layout, Owner::Domain(a.domain.clone()), Access::Write)
+            .map_err(store_err)?;
+        if store.pending_intent().is_none() {
+            return Ok(format!(
+                "Domain '{}' has no interrupted snapshot operation\n",
+                a.domain
+            ));
+        }
+        let forgotten = store.discard_intent().map_err(store_err)?;
+        let what = forgotten.map_or_else(|| "unreadable".to_string(), |i| i.operation);
+        return Ok(format!(
+            "Forgot the interrupted '{what}' of domain '{}'; what it did stays as it is\n",
+            a.domain
+        ));
+    }
+    let api = DomainApi::new(layout.clone(), crate::vol_cmd::drivers());
+    let (_, note) = block_on(api.open_for_write(&a.domain))??;
+    Ok(match note {
+        Some(n) => format!("{n}\n"),
+        None => format!(
+            "Domain '{}' has no interrupted snapshot operation\n",
+            a.domain
+        ),
+    })
+}
