@@ -395,3 +395,37 @@ async fn a_revert_needing_a_hypervisor_changes_nothing_without_one() {
     assert!(store.pending_intent().is_none());
     assert_eq!(store.tree().current(), Some("s1"));
 }
+
+/// A raw disk snapshotted externally gets a qcow2 overlay over its raw
+/// image; reverting puts a new overlay on that raw image (read as raw,
+/// not as the qcow2 the disk now is), and deleting rebases past it.
+#[tokio::test]
+async fn a_raw_disk_under_an_overlay_reverts_and_deletes() {
+    if !backends::qemu_tools_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let f = Fixture::new(tmp.path());
+    let api = f.api(real_drivers());
+    let at_s1 = f.contents();
+    api.snapshot_create_xml(
+        "vm",
+        Some("<domainsnapshot><name>s1</name><disks><disk name='vdc' snapshot='external'/></disks></domainsnapshot>"),
+        CreateFlags::empty(),
+        false,
+        None,
+    )
+    .await
+    .expect("s1");
+    assert_eq!(f.sources()[2], f.path("vdc.s1").display().to_string());
+    // The overlay is qcow2 now; the guest still sees vdc's bytes.
+    backends::write(&f.path("vdc.s1"), "qcow2", 0, 65_536, 0x99);
+    assert_ne!(f.contents(), at_s1);
+    revert(&f, "s1").await;
+    assert_eq!(f.contents(), at_s1);
+    api.snapshot_delete("vm", "s1", ChildPolicy::Rebase, false, false, None)
+        .await
+        .expect("s1 deleted");
+    assert_eq!(f.contents(), at_s1);
+    assert!(!f.path("vdc.raw").exists(), "the raw layer is rebased away");
+}

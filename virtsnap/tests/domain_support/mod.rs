@@ -89,13 +89,15 @@ impl Fixture {
 
     /// What the guest sees on each disk, hashed.
     pub fn contents(&self) -> Vec<String> {
-        let formats = ["qcow2", "qcow2", "raw"];
-        self.sources()
+        domains::get(&self.layout, "vm")
+            .expect("domain")
+            .def
+            .disks
             .iter()
-            .zip(formats)
-            .map(|(s, f)| {
-                let format = if s.ends_with(".raw") { "raw" } else { f };
-                let bytes = backends::content(Path::new(s), format);
+            .map(|d| {
+                let source = d.source.path.clone().unwrap_or_default();
+                let format = d.driver_type.clone().unwrap_or_else(|| "raw".into());
+                let bytes = backends::content(Path::new(&source), &format);
                 driver_file::copy::sha256_bytes(&bytes)
             })
             .collect()
