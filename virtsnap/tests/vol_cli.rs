@@ -160,6 +160,15 @@ fn demo_runs_and_checks_every_step() {
         out.contains("deleted 'e2', in the middle of the external chain"),
         "{out}"
     );
+    // The domain part: a dry-run plan, then the checks it proved.
+    assert!(
+        out.contains("plan: create snapshot 's1' of domain 'demo'"),
+        "{out}"
+    );
+    assert!(
+        out.contains("-> both disks read byte for byte what they held at 's1'"),
+        "{out}"
+    );
     assert!(
         out.trim_end()
             .ends_with("removing the temporary directories"),
