@@ -492,6 +492,22 @@ impl MetadataStore {
         Ok(lock_path)
     }
 
+    /// Whether `dir` holds a snapshot file. Writers create such files
+    /// only after making the directory durable (fsync of it and its
+    /// parent), so one being there proves an earlier writer did that
+    /// already, and the two fsyncs can be skipped on every later open. A
+    /// writer that crashed between creating the directory and those
+    /// fsyncs left it empty, and the next writer does them.
+    fn holds_snapshot_files(dir: &Path) -> bool {
+        fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                !name.starts_with('.') && name.ends_with(".xml")
+            })
+        })
+    }
+
     fn open_locked(
         layout: &Layout,
         owner: Owner,
@@ -499,7 +515,7 @@ impl MetadataStore {
         lock: OwnerLock,
     ) -> Result<Self, StoreError> {
         let dir = layout.owner_dir(&owner)?;
-        if access == Access::Write {
+        if access == Access::Write && !Self::holds_snapshot_files(&dir) {
             persist::create_dir_durable(&dir).map_err(io_err("creating", &dir))?;
         }
         let (journal, recovered) = Self::recover_journal(layout, &owner, &dir, access)?;
