@@ -8,6 +8,8 @@
 //! with status 1 and say what to do; a create killed half-way is rolled
 //! back, with a warning, by the next one.
 
+mod domain_support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -602,9 +604,7 @@ async fn crash_child() {
     let api = DomainApi::new(Layout::new(Path::new(&dir).join("state")), real_drivers());
     let observer = |_: usize, step: &Step, event: StepEvent| {
         if matches!(step, Step::UpdateDomain(_)) && event == StepEvent::Done {
-            let me = std::process::id().to_string();
-            let _ = Command::new("kill").args(["-KILL", &me]).status();
-            std::thread::sleep(std::time::Duration::from_secs(60));
+            domain_support::kill_self();
         }
     };
     let xml = "<domainsnapshot><name>s1</name><disks><disk name='vdb' snapshot='external'/></disks></domainsnapshot>";

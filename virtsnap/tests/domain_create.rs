@@ -223,9 +223,7 @@ async fn crash_child() {
     let api = DomainApi::new(layout, real_drivers());
     let observer = move |i: usize, _: &Step, e: StepEvent| {
         if i == index && e == event {
-            let me = std::process::id().to_string();
-            let _ = Command::new("kill").args(["-KILL", &me]).status();
-            std::thread::sleep(std::time::Duration::from_secs(60));
+            domain_support::kill_self();
         }
     };
     let _ = api

@@ -167,9 +167,7 @@ async fn delete_crash_child() {
     );
     let observer = move |i: usize, _: &Step, e: StepEvent| {
         if i == index && e == StepEvent::Done {
-            let me = std::process::id().to_string();
-            let _ = Command::new("kill").args(["-KILL", &me]).status();
-            std::thread::sleep(std::time::Duration::from_secs(60));
+            domain_support::kill_self();
         }
     };
     let _ = api
@@ -252,9 +250,7 @@ async fn revert_crash_child() {
     );
     let observer = move |i: usize, _: &Step, e: StepEvent| {
         if i == index && e == StepEvent::Done {
-            let me = std::process::id().to_string();
-            let _ = Command::new("kill").args(["-KILL", &me]).status();
-            std::thread::sleep(std::time::Duration::from_secs(60));
+            domain_support::kill_self();
         }
     };
     let _ = api
