@@ -25,6 +25,7 @@
 //! ```
 
 pub mod align;
+pub mod cookie;
 pub mod document;
 pub mod domain;
 pub mod domain_edit;
@@ -38,6 +39,7 @@ pub mod volsnapshot;
 mod xml;
 
 pub use align::{AlignParams, HostFiles, SourceProbe, external_name};
+pub use cookie::{CookieDisk, VirtsnapCookie};
 pub use document::SnapshotDocument;
 pub use domain::{BackingLayer, DiskDevice, Domain, DomainDef, DomainDisk};
 pub use domain_edit::DiskChange;

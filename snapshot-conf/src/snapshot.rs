@@ -244,8 +244,11 @@ impl DomainSnapshotDef {
                 check_active_value(&cx, a)?;
             }
         }
+        // libvirt reads a cookie only with memory state; our own metadata
+        // files also keep virtsnap's record of how each disk was taken
+        // (`crate::cookie`) in offline snapshots.
         if redefine
-            && !offline
+            && (!offline || flags.contains(ParseFlags::INTERNAL))
             && let Some(c) = cx.child(root, "cookie")?
         {
             def.cookie = Some(XmlSubtree::from_node(cx.doc, c, no_secrets));

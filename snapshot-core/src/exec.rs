@@ -738,7 +738,9 @@ impl Executor<'_> {
                     .map(|c| DiskChange {
                         target: c.disk.clone(),
                         file: c.to.clone(),
-                        format: Some("qcow2".into()),
+                        // What the file now is: a new overlay is qcow2, an
+                        // image a revert goes back to may be raw.
+                        format: Some(sniff_format(Path::new(&c.to)).as_str().to_string()),
                     })
                     .collect();
                 let changed = domain
@@ -1350,7 +1352,9 @@ impl Executor<'_> {
                     .map(|c| DiskChange {
                         target: c.disk.clone(),
                         file: c.to.clone(),
-                        format: Some("qcow2".into()),
+                        // What the file now is: a new overlay is qcow2, an
+                        // image a revert goes back to may be raw.
+                        format: Some(sniff_format(Path::new(&c.to)).as_str().to_string()),
                     })
                     .collect();
                 let changed = domain

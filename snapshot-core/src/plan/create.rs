@@ -31,8 +31,8 @@
 
 use bitflags::bitflags;
 use snapshot_conf::{
-    AlignParams, DiskSource, DomainSnapshotDef, EmbeddedDomain, SnapshotMode as XmlMode,
-    SnapshotState, SourceKind, StorageFormat,
+    AlignParams, CookieDisk, DiskSource, DomainSnapshotDef, EmbeddedDomain,
+    SnapshotMode as XmlMode, SnapshotState, SourceKind, StorageFormat, VirtsnapCookie,
 };
 
 use super::error::PlanError;
@@ -387,7 +387,7 @@ impl<'a> Creation<'a> {
 
     fn plan(mut self) -> Result<Plan, PlanError> {
         let flags = self.request.flags;
-        let def = self.aligned()?;
+        let mut def = self.aligned()?;
         let domain = self.facts.name().to_string();
         let mut saved_with_memory = Vec::new(); // internal disks inside snapshot-save
         let mut vmstate = None;
@@ -722,6 +722,7 @@ impl<'a> Creation<'a> {
             self.state,
             modes.join(", ")
         );
+        def.cookie = Some(record_disks(&steps)?);
         Ok(Plan {
             kind: PlanKind::Create,
             domain,
@@ -732,6 +733,45 @@ impl<'a> Creation<'a> {
             notes: self.notes,
         })
     }
+}
+
+/// virtsnap's cookie for the snapshot: how each disk is taken, so a
+/// revert or delete later uses the same mechanism.
+fn record_disks(steps: &[Step]) -> Result<snapshot_conf::XmlSubtree, PlanError> {
+    let mut cookie = VirtsnapCookie::default();
+    for step in steps {
+        let disks: Vec<&DiskStep> = match step {
+            Step::DiskTransaction(d) => d.iter().collect(),
+            Step::DiskSnapshot(d) => vec![d],
+            Step::SaveMemoryInternal { disks, .. } => {
+                cookie.disks.extend(disks.iter().map(|d| CookieDisk {
+                    name: d.clone(),
+                    driver: "hypervisor".into(),
+                    mode: "internal".into(),
+                    file: None,
+                }));
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+        for d in disks {
+            let (mode, file) = match &d.action {
+                DiskAction::Internal => ("internal", None),
+                DiskAction::Copy { target } => ("copy", Some(target.clone())),
+                DiskAction::External { target, .. } => ("external", Some(target.clone())),
+            };
+            cookie.disks.push(CookieDisk {
+                name: d.disk.clone(),
+                driver: match &d.by {
+                    Performer::Hypervisor => "hypervisor".into(),
+                    Performer::Driver(k) => k.clone(),
+                },
+                mode: mode.into(),
+                file,
+            });
+        }
+    }
+    Ok(cookie.to_subtree()?)
 }
 
 /// A source for messages and steps: its path, or `protocol:name`.

@@ -24,7 +24,7 @@ use snapshot_conf::{DomainSnapshotDef, EmbeddedDomain, SnapshotMode as XmlMode};
 
 use super::create::source_label;
 use super::error::PlanError;
-use super::facts::{DomainFacts, cannot, driver_for};
+use super::facts::{DomainFacts, cannot, driver_for, recorded};
 use super::step::{DiskAction, DiskStep, Performer, Plan, PlanKind, Step};
 use crate::tree::{ChildPolicy, SnapshotTree};
 
@@ -253,7 +253,28 @@ fn plan_one(
         if mode == XmlMode::Internal {
             // Judged as the storage is with the domain stopped: what the
             // snapshot was taken as (an internal snapshot, or a copy).
-            let (kind, copy) = if let Some(k) = driver_for(&df.offline, |c| c.internal) {
+            // As recorded when taken, else as the drivers see it now.
+            // (A recorded driver that can no longer do it is passed over.)
+            let recorded = recorded(def, &disk).filter(|r| {
+                df.offline.iter().any(|o| {
+                    o.driver == r.driver
+                        && match r.mode.as_str() {
+                            "copy" => o.caps.copy,
+                            "internal" => o.caps.internal,
+                            _ => true,
+                        }
+                })
+            });
+            let copy_file = recorded
+                .as_ref()
+                .filter(|r| r.mode == "copy")
+                .and_then(|r| r.file.clone());
+            let (kind, copy) = if let Some(r) = recorded
+                .as_ref()
+                .filter(|r| r.driver != "hypervisor" && (r.mode == "copy" || r.mode == "internal"))
+            {
+                (r.driver.clone(), r.mode == "copy")
+            } else if let Some(k) = driver_for(&df.offline, |c| c.internal) {
                 (k.to_string(), false)
             } else if let Some(k) = driver_for(&df.offline, |c| c.copy) {
                 (k.to_string(), true)
@@ -283,7 +304,7 @@ fn plan_one(
             }
             let action = if copy {
                 DiskAction::Copy {
-                    target: format!("{image}.{name}"),
+                    target: copy_file.unwrap_or_else(|| format!("{image}.{name}")),
                 }
             } else {
                 DiskAction::Internal

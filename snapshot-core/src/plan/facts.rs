@@ -125,6 +125,15 @@ pub(crate) fn driver_for(
         .map(|o| o.driver.as_str())
 }
 
+/// How disk `disk` of a stored snapshot was taken, as its cookie records.
+pub(crate) fn recorded(
+    def: &snapshot_conf::DomainSnapshotDef,
+    disk: &str,
+) -> Option<snapshot_conf::CookieDisk> {
+    let cookie = snapshot_conf::VirtsnapCookie::from_subtree(def.cookie.as_ref()?)?;
+    cookie.disk(disk).cloned()
+}
+
 /// Why none of `options` did it: "no storage driver handles it", or
 /// "its drivers (a, b) cannot VERB".
 pub(crate) fn cannot(options: &[StorageOption], verb: &str) -> String {

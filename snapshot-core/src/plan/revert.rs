@@ -27,7 +27,7 @@ use snapshot_conf::{
 
 use super::create::source_label;
 use super::error::PlanError;
-use super::facts::{DomainFacts, DomainState, cannot, driver_for};
+use super::facts::{DomainFacts, DomainState, cannot, driver_for, recorded};
 use super::step::{DiskAction, DiskStep, Performer, Plan, PlanKind, SourceChange, Step};
 
 bitflags! {
@@ -213,16 +213,27 @@ pub fn plan_revert(request: &RevertRequest, facts: &DomainFacts) -> Result<Plan,
             .disk_by_target(&target)
             .map(|d| source_label(&d.source));
         match mode {
-            XmlMode::No => {
-                notes.push(format!(
-                    "{target}: not in the snapshot; keeps its current content"
-                ));
-                continue;
-            }
-            XmlMode::Manual => {
-                notes.push(format!(
-                    "{target}: snapshotted out of band (manual); bring its storage back yourself"
-                ));
+            XmlMode::No | XmlMode::Manual => {
+                notes.push(if mode == XmlMode::No {
+                    format!("{target}: not in the snapshot; keeps its current content")
+                } else {
+                    format!(
+                        "{target}: snapshotted out of band (manual); bring its storage back yourself"
+                    )
+                });
+                // The restored definition names the image the disk had
+                // then, which may since be merged away: the disk keeps
+                // the one it has now.
+                if restores_definition
+                    && let Some(cur) = &current_source
+                    && cur != &image
+                {
+                    changes.push(SourceChange {
+                        disk: target.clone(),
+                        from: image.clone(),
+                        to: cur.clone(),
+                    });
+                }
                 continue;
             }
             XmlMode::Internal | XmlMode::External => {}
@@ -247,7 +258,31 @@ pub fn plan_revert(request: &RevertRequest, facts: &DomainFacts) -> Result<Plan,
                 ));
             }
             // The domain is stopped first: what the drivers can do offline.
-            let (kind, action) = if let Some(k) = driver_for(&df.offline, |c| c.internal) {
+            // As recorded when taken, else as the drivers see it now.
+            // (A recorded driver that can no longer do it is passed over.)
+            let recorded = recorded(snap, &target).filter(|r| {
+                df.offline.iter().any(|o| {
+                    o.driver == r.driver
+                        && match r.mode.as_str() {
+                            "copy" => o.caps.copy,
+                            "internal" => o.caps.internal,
+                            _ => true,
+                        }
+                })
+            });
+            let (kind, action) = if let Some(r) = recorded.as_ref().filter(|r| r.mode == "copy") {
+                (
+                    r.driver.clone(),
+                    DiskAction::Copy {
+                        target: r.file.clone().unwrap_or_else(|| format!("{image}.{name}")),
+                    },
+                )
+            } else if let Some(r) = recorded
+                .as_ref()
+                .filter(|r| r.mode == "internal" && r.driver != "hypervisor")
+            {
+                (r.driver.clone(), DiskAction::Internal)
+            } else if let Some(k) = driver_for(&df.offline, |c| c.internal) {
                 (k.to_string(), DiskAction::Internal)
             } else if let Some(k) = driver_for(&df.offline, |c| c.copy) {
                 (
