@@ -250,11 +250,7 @@ impl DomainApi {
             .def;
         // The lock first, and an interrupted operation dealt with, so the
         // plan sees the domain as it really is.
-        let (mut store, recovered) = if dry_run {
-            (self.store_for(domain_name, Access::Read)?, None)
-        } else {
-            self.open_for_write(domain_name).await?
-        };
+        let (mut store, recovered) = self.open_for(domain_name, dry_run).await?;
         let domain = domains::get(&self.layout, domain_name)?;
         if !flags.contains(CreateFlags::REDEFINE)
             && let Some(name) = &def.name
@@ -302,6 +298,20 @@ impl DomainApi {
             def: def.map(Box::new),
             plan,
         })
+    }
+
+    /// For a dry run, the metadata to read (nothing recovered: nothing may
+    /// change); else opened for writing, after recovery, with its note.
+    async fn open_for(
+        &self,
+        domain: &str,
+        dry_run: bool,
+    ) -> Result<(MetadataStore, Option<String>), DomainApiError> {
+        if dry_run {
+            Ok((self.store_for(domain, Access::Read)?, None))
+        } else {
+            self.open_for_write(domain).await
+        }
     }
 
     fn store_for(&self, domain: &str, access: Access) -> Result<MetadataStore, DomainApiError> {
@@ -409,11 +419,7 @@ impl DomainApi {
         dry_run: bool,
         observer: Option<&Observer>,
     ) -> Result<Plan, DomainApiError> {
-        let (mut store, recovered) = if dry_run {
-            (self.store_for(domain_name, Access::Read)?, None)
-        } else {
-            self.open_for_write(domain_name).await?
-        };
+        let (mut store, recovered) = self.open_for(domain_name, dry_run).await?;
         let domain = domains::get(&self.layout, domain_name)?;
         let defs = Self::definitions(&store);
         let Some(snapshot) = defs.get(name).cloned() else {
@@ -480,11 +486,7 @@ impl DomainApi {
         dry_run: bool,
         observer: Option<&Observer>,
     ) -> Result<Plan, DomainApiError> {
-        let (mut store, recovered) = if dry_run {
-            (self.store_for(domain_name, Access::Read)?, None)
-        } else {
-            self.open_for_write(domain_name).await?
-        };
+        let (mut store, recovered) = self.open_for(domain_name, dry_run).await?;
         if !store.tree().contains(name) {
             return Err(DomainApiError::NoSnapshot {
                 domain: domain_name.to_string(),

@@ -27,6 +27,7 @@ use crate::driver::{
 };
 use crate::plan::{DiskAction, DiskStep, MemorySave, Performer, Plan, Step};
 use crate::store::domains::{self, DomainError};
+use crate::store::intent::StorageDone;
 use crate::store::{Intent, Layout, MetadataStore, Recovery, SnapshotRecord, StoreError};
 
 /// The intent operation of a domain snapshot create.
@@ -442,6 +443,31 @@ fn step_error(
     }
 }
 
+impl Executor<'_> {
+    /// Points disks at new images in the domain definition (written under
+    /// the lock `store` holds) and returns the changed domain. Each
+    /// image's format is what the file now is: a new overlay is qcow2, an
+    /// image a revert goes back to may be raw.
+    fn change_sources(
+        &self,
+        domain: &Domain,
+        changes: &[crate::plan::SourceChange],
+        store: &MetadataStore,
+    ) -> Result<Domain, HypervisorError> {
+        let edits: Vec<DiskChange> = changes
+            .iter()
+            .map(|c| DiskChange {
+                target: c.disk.clone(),
+                file: c.to.clone(),
+                format: Some(sniff_format(Path::new(&c.to)).as_str().to_string()),
+            })
+            .collect();
+        let changed = domain.with_disk_changes(&edits)?;
+        domains::define_locked(self.layout, &changed.xml.to_xml(true), store)?;
+        Ok(changed)
+    }
+}
+
 /// Whether `step` needs the hypervisor running (or starting) the domain.
 fn needs_hypervisor(step: &Step) -> bool {
     match step {
@@ -733,22 +759,9 @@ impl Executor<'_> {
                 Ok(())
             }
             Step::UpdateDomain(changes) => {
-                let edits: Vec<DiskChange> = changes
-                    .iter()
-                    .map(|c| DiskChange {
-                        target: c.disk.clone(),
-                        file: c.to.clone(),
-                        // What the file now is: a new overlay is qcow2, an
-                        // image a revert goes back to may be raw.
-                        format: Some(sniff_format(Path::new(&c.to)).as_str().to_string()),
-                    })
-                    .collect();
-                let changed = domain
-                    .with_disk_changes(&edits)
-                    .map_err(|e| (None, Box::new(e) as HypervisorError))?;
-                domains::define_locked(self.layout, &changed.xml.to_xml(true), store)
-                    .map_err(|e| no_disk(e.into()))?;
-                *domain = changed;
+                *domain = self
+                    .change_sources(domain, changes, store)
+                    .map_err(|e| (None, e))?;
                 Ok(())
             }
             Step::Freeze | Step::Thaw | Step::Pause | Step::Resume | Step::Halt => {
@@ -1346,24 +1359,10 @@ impl Executor<'_> {
                     .map(drop)
                     .map_err(|e| plain(e.into()))
             }
-            Step::UpdateDomain(changes) => {
-                let edits: Vec<DiskChange> = changes
-                    .iter()
-                    .map(|c| DiskChange {
-                        target: c.disk.clone(),
-                        file: c.to.clone(),
-                        // What the file now is: a new overlay is qcow2, an
-                        // image a revert goes back to may be raw.
-                        format: Some(sniff_format(Path::new(&c.to)).as_str().to_string()),
-                    })
-                    .collect();
-                let changed = domain
-                    .with_disk_changes(&edits)
-                    .map_err(|e| (None, Box::new(e) as HypervisorError))?;
-                domains::define_locked(self.layout, &changed.xml.to_xml(true), store)
-                    .map(drop)
-                    .map_err(|e| plain(e.into()))
-            }
+            Step::UpdateDomain(changes) => self
+                .change_sources(&domain, changes, store)
+                .map(drop)
+                .map_err(|e| (None, e)),
             Step::DiscardImage { disk, path } | Step::RemoveImage { disk, path } => {
                 remove_file_synced(Path::new(path)).map_err(|e| (Some(disk.clone()), e))
             }
@@ -1471,26 +1470,8 @@ pub async fn recover_finish(
     // so a crash now only means running them again), and goes after.
     let from = usize::try_from(pending.step).unwrap_or(0).min(steps.len());
     executor.run_finish(&steps, from, store, false).await?;
-    store.recover_intent(&[&Finished], Some(Recovery::Finish))?;
+    store.recover_intent(&[&StorageDone(OP_DOMAIN_FINISH)], Some(Recovery::Finish))?;
     Ok(())
-}
-
-/// The store-side handler for a finish record about to be re-begun.
-struct Finished;
-
-impl crate::store::IntentHandler for Finished {
-    fn operation(&self) -> &str {
-        OP_DOMAIN_FINISH
-    }
-
-    fn recover(
-        &self,
-        _store: &mut MetadataStore,
-        _intent: &Intent,
-        _how: Recovery,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        Ok(())
-    }
 }
 
 fn created(name: &str, mode: SnapshotMode, file: Option<PathBuf>) -> CreatedSnapshot {
@@ -1532,27 +1513,8 @@ pub async fn recover_create(
             reason: format!("rolling back snapshot '{name}' failed: {e}"),
         });
     }
-    store.recover_intent(&[&Cleared], Some(Recovery::RollBack))?;
+    store.recover_intent(&[&StorageDone(OP_DOMAIN_CREATE)], Some(Recovery::RollBack))?;
     Ok((name, kept))
-}
-
-/// The store-side handler once [`recover_create`] has done the storage
-/// part: nothing is left but clearing the record.
-struct Cleared;
-
-impl crate::store::IntentHandler for Cleared {
-    fn operation(&self) -> &str {
-        OP_DOMAIN_CREATE
-    }
-
-    fn recover(
-        &self,
-        _store: &mut MetadataStore,
-        _intent: &Intent,
-        _how: Recovery,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        Ok(())
-    }
 }
 
 /// Per-disk formats, for callers building volumes from a definition.

@@ -25,7 +25,7 @@ use crate::driver::{
     Capabilities, Checksum, CreatedSnapshot, DeleteContext, DriverError, Progress, SnapshotMode,
     SnapshotPlan, SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeFormat, VolumeState,
 };
-use crate::store::intent::{Intent, IntentHandler, Recovery};
+use crate::store::intent::{Intent, Recovery, StorageDone};
 use crate::store::{Access, Layout, LayoutError, MetadataStore, Owner, SnapshotRecord, StoreError};
 use crate::tree::{ChildPolicy, ListFilter};
 
@@ -898,26 +898,7 @@ impl VolumeApi {
             }
             _ => {}
         }
-        Ok(store.recover_intent(&[&Done(pending.operation.clone())], Some(how))?)
-    }
-}
-
-/// The store-side handler of an intent whose storage part
-/// [`VolumeApi::recover`] has just done: nothing is left but clearing it.
-struct Done(String);
-
-impl IntentHandler for Done {
-    fn operation(&self) -> &str {
-        &self.0
-    }
-
-    fn recover(
-        &self,
-        _store: &mut MetadataStore,
-        _intent: &Intent,
-        _how: Recovery,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        Ok(())
+        Ok(store.recover_intent(&[&StorageDone(&pending.operation)], Some(how))?)
     }
 }
 

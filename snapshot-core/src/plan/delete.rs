@@ -254,17 +254,7 @@ fn plan_one(
             // Judged as the storage is with the domain stopped: what the
             // snapshot was taken as (an internal snapshot, or a copy).
             // As recorded when taken, else as the drivers see it now.
-            // (A recorded driver that can no longer do it is passed over.)
-            let recorded = recorded(def, &disk).filter(|r| {
-                df.offline.iter().any(|o| {
-                    o.driver == r.driver
-                        && match r.mode.as_str() {
-                            "copy" => o.caps.copy,
-                            "internal" => o.caps.internal,
-                            _ => true,
-                        }
-                })
-            });
+            let recorded = recorded(def, &disk, &df.offline);
             let copy_file = recorded
                 .as_ref()
                 .filter(|r| r.mode == "copy")

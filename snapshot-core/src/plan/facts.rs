@@ -125,13 +125,25 @@ pub(crate) fn driver_for(
         .map(|o| o.driver.as_str())
 }
 
-/// How disk `disk` of a stored snapshot was taken, as its cookie records.
+/// How disk `disk` of a stored snapshot was taken, as its cookie records,
+/// when the recorded driver is among `options` and can still keep that
+/// kind of snapshot (otherwise the caller infers from `options`).
 pub(crate) fn recorded(
     def: &snapshot_conf::DomainSnapshotDef,
     disk: &str,
+    options: &[StorageOption],
 ) -> Option<snapshot_conf::CookieDisk> {
     let cookie = snapshot_conf::VirtsnapCookie::from_subtree(def.cookie.as_ref()?)?;
-    cookie.disk(disk).cloned()
+    let r = cookie.disk(disk)?;
+    let usable = options.iter().any(|o| {
+        o.driver == r.driver
+            && match r.mode.as_str() {
+                "copy" => o.caps.copy,
+                "internal" => o.caps.internal,
+                _ => true,
+            }
+    });
+    usable.then(|| r.clone())
 }
 
 /// Why none of `options` did it: "no storage driver handles it", or

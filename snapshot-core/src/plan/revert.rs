@@ -259,17 +259,7 @@ pub fn plan_revert(request: &RevertRequest, facts: &DomainFacts) -> Result<Plan,
             }
             // The domain is stopped first: what the drivers can do offline.
             // As recorded when taken, else as the drivers see it now.
-            // (A recorded driver that can no longer do it is passed over.)
-            let recorded = recorded(snap, &target).filter(|r| {
-                df.offline.iter().any(|o| {
-                    o.driver == r.driver
-                        && match r.mode.as_str() {
-                            "copy" => o.caps.copy,
-                            "internal" => o.caps.internal,
-                            _ => true,
-                        }
-                })
-            });
+            let recorded = recorded(snap, &target, &df.offline);
             let (kind, action) = if let Some(r) = recorded.as_ref().filter(|r| r.mode == "copy") {
                 (
                     r.driver.clone(),

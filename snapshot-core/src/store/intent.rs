@@ -247,6 +247,26 @@ pub trait IntentHandler {
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }
 
+/// The handler of an intent whose storage part its operation has done
+/// itself (the drivers are async, recovery through the store is not):
+/// nothing is left but clearing the record.
+pub(crate) struct StorageDone<'a>(pub &'a str);
+
+impl IntentHandler for StorageDone<'_> {
+    fn operation(&self) -> &str {
+        self.0
+    }
+
+    fn recover(
+        &self,
+        _store: &mut MetadataStore,
+        _intent: &Intent,
+        _how: Recovery,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(())
+    }
+}
+
 /// Reads the intent at `path`: `None` when there is none.
 pub(crate) fn read(path: &Path) -> io::Result<Option<Result<Intent, String>>> {
     match fs::metadata(path) {
