@@ -14,7 +14,6 @@
 //! of that name in the images, no file where a copy or overlay goes), so
 //! everything an undo removes is the executor's own.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -149,11 +148,16 @@ pub enum ExecError {
     Conflict(String),
     /// A step needs the hypervisor and there is none.
     #[error(
-        "step '{0}' needs the hypervisor running the domain, and none is connected; nothing was changed"
+        "step '{0}' needs a hypervisor to run or start the domain, and none is connected; \
+         nothing was changed (shut-off domains only so far: revert without --running or \
+         --paused)"
     )]
     NoHypervisor(String),
     /// A step names a driver that is not registered.
-    #[error("no storage driver '{0}' is registered; nothing was changed")]
+    #[error(
+        "no storage driver '{0}' is registered; nothing was changed (use a build or plugin \
+         with that driver, or delete the snapshot's metadata only with --metadata)"
+    )]
     NoDriver(String),
     /// The metadata store.
     #[error(transparent)]
@@ -266,14 +270,7 @@ impl UndoRecord {
             Self::MemoryFile { file } => vec!["memory-file".into(), esc(file)],
             Self::Transaction { name, disks } => {
                 let mut v = vec!["transaction".to_string(), esc(name)];
-                for d in disks {
-                    let (kind, target) = match &d.action {
-                        DiskAction::Internal => ("internal", String::new()),
-                        DiskAction::External { target, .. } => ("external", target.clone()),
-                        DiskAction::Copy { target } => ("copy", target.clone()),
-                    };
-                    v.extend([esc(&d.disk), esc(&d.image), kind.into(), esc(&target)]);
-                }
+                v.extend(disks.iter().flat_map(disk_step_fields));
                 v
             }
         };
@@ -307,30 +304,11 @@ impl UndoRecord {
             "memory-file" => Self::MemoryFile { file: get(1)? },
             "transaction" => {
                 let name = get(1)?;
-                let mut disks = Vec::new();
-                for c in f.get(2..)?.chunks(4) {
-                    let [disk, image, kind, target] = c else {
-                        return None;
-                    };
-                    let action = match kind.as_str() {
-                        "internal" => DiskAction::Internal,
-                        "external" => DiskAction::External {
-                            target: target.clone(),
-                            format: snapshot_conf::StorageFormat::Qcow2,
-                            reuse: false,
-                        },
-                        "copy" => DiskAction::Copy {
-                            target: target.clone(),
-                        },
-                        _ => return None,
-                    };
-                    disks.push(DiskStep {
-                        disk: disk.clone(),
-                        image: image.clone(),
-                        by: Performer::Hypervisor,
-                        action,
-                    });
-                }
+                let disks = f
+                    .get(2..)?
+                    .chunks(5)
+                    .map(disk_step_from)
+                    .collect::<Option<Vec<_>>>()?;
                 Self::Transaction { name, disks }
             }
             _ => return None,
@@ -1515,24 +1493,6 @@ pub async fn recover_create(
     }
     store.recover_intent(&[&StorageDone(OP_DOMAIN_CREATE)], Some(Recovery::RollBack))?;
     Ok((name, kept))
-}
-
-/// Per-disk formats, for callers building volumes from a definition.
-#[must_use]
-pub fn disk_formats(domain: &Domain) -> HashMap<String, VolumeFormat> {
-    domain
-        .def
-        .disks
-        .iter()
-        .filter_map(|d| {
-            let path = d.source.local_path()?;
-            let format = d
-                .driver_type
-                .as_deref()
-                .map_or_else(|| sniff_format(Path::new(path)), VolumeFormat::from_name);
-            Some((d.target.clone(), format))
-        })
-        .collect()
 }
 
 #[cfg(test)]

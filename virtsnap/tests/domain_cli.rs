@@ -597,6 +597,7 @@ fn real_drivers() -> Vec<Arc<dyn VolumeDriver>> {
 /// takes s1 (vdb external) through the library and SIGKILLs itself once
 /// the domain definition has changed.
 #[tokio::test]
+#[ignore = "the child process of the interrupted-create tests"]
 async fn crash_child() {
     let Ok(dir) = std::env::var("VIRTSNAP_CLI_CRASH_DIR") else {
         return; // Only as the child of the test below.
@@ -627,16 +628,13 @@ fn an_interrupted_create_is_rolled_back_with_a_warning() {
     }
     let vm = Vm::new();
     let before = vm.contents();
-    let child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-        .env("VIRTSNAP_CLI_CRASH_DIR", vm.dir.path())
-        .output()
-        .expect("child runs");
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&child.status),
-        Some(9),
-        "the child was not killed: {}",
-        String::from_utf8_lossy(&child.stderr)
+    domain_support::run_killed_child(
+        "crash_child",
+        &[(
+            "VIRTSNAP_CLI_CRASH_DIR",
+            vm.dir.path().display().to_string(),
+        )],
+        "create",
     );
     // Killed with vdb moved to its new overlay.
     assert!(vm.ok(&["dumpxml", "vm"]).contains(&vm.p("vdb.s1")));
@@ -775,15 +773,13 @@ fn snapshot_recover_rolls_back_or_forgets_an_interrupted_create() {
         return;
     }
     let kill_mid_create = |vm: &Vm| {
-        let child = Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env("VIRTSNAP_CLI_CRASH_DIR", vm.dir.path())
-            .output()
-            .expect("child runs");
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&child.status),
-            Some(9),
-            "the child was not killed"
+        domain_support::run_killed_child(
+            "crash_child",
+            &[(
+                "VIRTSNAP_CLI_CRASH_DIR",
+                vm.dir.path().display().to_string(),
+            )],
+            "create",
         );
     };
     let vm = Vm::new();

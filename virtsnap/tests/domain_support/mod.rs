@@ -263,3 +263,41 @@ pub fn kill_self() -> ! {
     // The signal is delivered before kill returns; never reached.
     std::process::abort()
 }
+
+/// Runs the ignored test `child` of this test binary in a process of its
+/// own with `env` (its crash point and state directory) and checks that a
+/// SIGKILL ended it, as a crash at that point would. `what` names the
+/// case in the failure message.
+pub fn run_killed_child(child: &str, env: &[(&str, String)], what: &str) {
+    use std::os::unix::process::ExitStatusExt as _;
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            child,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("the child runs");
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "{what}: the child was not killed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An observer that SIGKILLs this process when step `index` reaches
+/// `event`.
+pub fn kill_at(
+    index: usize,
+    event: snapshot_core::exec::StepEvent,
+) -> impl Fn(usize, &snapshot_core::plan::Step, snapshot_core::exec::StepEvent) + Send + Sync {
+    move |i, _, e| {
+        if i == index && e == event {
+            kill_self();
+        }
+    }
+}
