@@ -20,9 +20,8 @@ use snapshot_conf::{
 use crate::driver::{Capabilities, VolumeDriver, VolumeState};
 use crate::exec::{self, ExecError, Executor, OP_DOMAIN_CREATE, OP_DOMAIN_FINISH, Observer};
 use crate::plan::{
-    CreateFlags, CreateRequest, DeleteRequest, DiskFacts, DomainFacts, DomainState, Plan,
-    PlanError, PlanKind, RevertFlags, RevertRequest, StorageOption, plan_create, plan_delete,
-    plan_revert,
+    CreateFlags, CreateRequest, DeleteRequest, DiskFacts, DomainFacts, Plan, PlanError, PlanKind,
+    RevertFlags, RevertRequest, StorageOption, plan_create, plan_delete, plan_revert,
 };
 use crate::store::domains::{self, DomainError};
 use crate::store::{Access, Layout, MetadataStore, Owner, SnapshotRecord, StoreError};
@@ -217,9 +216,7 @@ impl DomainApi {
                 block_job: false,
             });
         }
-        let mut facts = DomainFacts::offline(domain.clone(), disks);
-        facts.state = DomainState::Shutoff;
-        Ok(facts)
+        Ok(DomainFacts::offline(domain.clone(), disks))
     }
 
     /// `virDomainSnapshotCreateXML` on a defined, shut-off domain: `xml`

@@ -621,13 +621,9 @@ async fn crash_child() {
     panic!("the child was to be killed");
 }
 
-#[test]
-fn an_interrupted_create_is_rolled_back_with_a_warning() {
-    if !backends::qemu_tools_present() {
-        return;
-    }
-    let vm = Vm::new();
-    let before = vm.contents();
+/// Runs `crash_child` on `vm`: a create of s1 killed once vdb's source
+/// has moved to its new overlay.
+fn kill_mid_create(vm: &Vm) {
     domain_support::run_killed_child(
         "crash_child",
         &[(
@@ -636,6 +632,16 @@ fn an_interrupted_create_is_rolled_back_with_a_warning() {
         )],
         "create",
     );
+}
+
+#[test]
+fn an_interrupted_create_is_rolled_back_with_a_warning() {
+    if !backends::qemu_tools_present() {
+        return;
+    }
+    let vm = Vm::new();
+    let before = vm.contents();
+    kill_mid_create(&vm);
     // Killed with vdb moved to its new overlay.
     assert!(vm.ok(&["dumpxml", "vm"]).contains(&vm.p("vdb.s1")));
     assert_eq!(vm.internal("vda.qcow2"), ["s1"]);
@@ -772,16 +778,6 @@ fn snapshot_recover_rolls_back_or_forgets_an_interrupted_create() {
     if !backends::qemu_tools_present() {
         return;
     }
-    let kill_mid_create = |vm: &Vm| {
-        domain_support::run_killed_child(
-            "crash_child",
-            &[(
-                "VIRTSNAP_CLI_CRASH_DIR",
-                vm.dir.path().display().to_string(),
-            )],
-            "create",
-        );
-    };
     let vm = Vm::new();
     assert_eq!(
         vm.ok(&["snapshot-recover", "vm"]),
