@@ -25,9 +25,13 @@
 //!   means the delete was done.
 
 mod chain;
+pub mod domain;
+pub mod launch;
 pub mod lock;
 pub mod qcow2;
 pub mod qemu_img;
+pub mod qga;
+pub mod qmp;
 
 use std::fs;
 use std::io;
@@ -56,6 +60,21 @@ pub struct QemuDriver {
     qemu_img: QemuImg,
     /// `qemu-img --version`, asked once.
     version: tokio::sync::OnceCell<Version>,
+}
+
+/// `qemu-img snapshot OP ARG` on the qcow2 image `path`, its format
+/// forced (no probing) in a way every supported qemu-img takes: 7.2 has
+/// no `-f` for `snapshot`, `--image-opts` works everywhere (commas in the
+/// path doubled, as QEMU's option syntax escapes them).
+fn snapshot_args(op: &str, arg: &str, path: &Path) -> Vec<String> {
+    vec![
+        "snapshot".into(),
+        "-q".into(),
+        "--image-opts".into(),
+        op.into(),
+        arg.into(),
+        format!("driver=qcow2,file.filename={}", s(path).replace(',', ",,")),
+    ]
 }
 
 fn s(p: &Path) -> String {
@@ -194,7 +213,11 @@ impl QemuDriver {
     /// call worked on (its last argument).
     async fn explain(&self, e: DriverError) -> DriverError {
         if let DriverError::Tool { args, stderr, .. } = &e {
-            let image = args.last().map(PathBuf::from).unwrap_or_default();
+            let last = args.last().cloned().unwrap_or_default();
+            let image = PathBuf::from(
+                last.strip_prefix("driver=qcow2,file.filename=")
+                    .map_or_else(|| last.clone(), |p| p.replace(",,", ",")),
+            );
             if stderr.contains("No space left on device") {
                 return DriverError::NoSpace { path: image };
             }
@@ -267,17 +290,9 @@ impl QemuDriver {
         }
         // `snapshot -d` looks up names only (unlike `-a`, which tries ids
         // first), and names are unique here: create refuses a taken one.
-        self.img(&[
-            "snapshot".into(),
-            "-q".into(),
-            "-f".into(),
-            "qcow2".into(),
-            "-d".into(),
-            name.to_string(),
-            s(&volume.path),
-        ])
-        .await
-        .map(drop)
+        self.img(&snapshot_args("-d", name, &volume.path))
+            .await
+            .map(drop)
     }
 
     async fn create_internal(
@@ -310,16 +325,8 @@ impl QemuDriver {
                 ),
             });
         }
-        self.img(&[
-            "snapshot".into(),
-            "-q".into(),
-            "-f".into(),
-            "qcow2".into(),
-            "-c".into(),
-            plan.name.clone(),
-            s(&volume.path),
-        ])
-        .await?;
+        self.img(&snapshot_args("-c", &plan.name, &volume.path))
+            .await?;
         Ok(CreatedSnapshot {
             name: plan.name.clone(),
             mode: SnapshotMode::Internal,
@@ -606,17 +613,9 @@ impl VolumeDriver for QemuDriver {
                 })?;
                 // By id: a name that looks like another snapshot's id
                 // must not pick that one.
-                self.img(&[
-                    "snapshot".into(),
-                    "-q".into(),
-                    "-f".into(),
-                    "qcow2".into(),
-                    "-a".into(),
-                    id,
-                    s(&volume.path),
-                ])
-                .await
-                .map(drop)
+                self.img(&snapshot_args("-a", &id, &volume.path))
+                    .await
+                    .map(drop)
             }
             SnapshotMode::External => {
                 let file = Self::snapshot_file(volume, snapshot)?;

@@ -19,6 +19,7 @@ use snapshot_conf::{
 
 use crate::driver::{Capabilities, VolumeDriver, VolumeState};
 use crate::exec::{self, ExecError, Executor, OP_DOMAIN_CREATE, OP_DOMAIN_FINISH, Observer};
+use crate::hypervisor::{Hypervisor, HypervisorProvider};
 use crate::plan::{
     CreateFlags, CreateRequest, DeleteRequest, DiskFacts, DomainFacts, Plan, PlanError, PlanKind,
     RevertFlags, RevertRequest, StorageOption, plan_create, plan_delete, plan_revert,
@@ -62,6 +63,9 @@ pub enum DomainApiError {
         /// The name.
         name: String,
     },
+    /// The hypervisor could not tell the domain's state.
+    #[error("cannot ask the hypervisor about the domain: {0}")]
+    Hypervisor(#[source] crate::hypervisor::HypervisorError),
     /// A disk's image is missing.
     #[error(
         "disk {disk} of domain '{domain}' uses {path}, which does not exist; fix the domain \
@@ -96,6 +100,7 @@ pub enum Created {
 pub struct DomainApi {
     layout: Layout,
     drivers: Vec<Arc<dyn VolumeDriver>>,
+    hypervisors: Option<Arc<dyn HypervisorProvider>>,
 }
 
 impl std::fmt::Debug for DomainApi {
@@ -106,6 +111,7 @@ impl std::fmt::Debug for DomainApi {
                 "drivers",
                 &self.drivers.iter().map(|d| d.kind()).collect::<Vec<_>>(),
             )
+            .field("hypervisors", &self.hypervisors.is_some())
             .finish()
     }
 }
@@ -120,14 +126,37 @@ impl DomainApi {
     /// The API over `layout` with `drivers`, preferred first.
     #[must_use]
     pub fn new(layout: Layout, drivers: Vec<Arc<dyn VolumeDriver>>) -> Self {
-        Self { layout, drivers }
+        Self {
+            layout,
+            drivers,
+            hypervisors: None,
+        }
     }
 
-    fn executor<'a>(&'a self, observer: Option<&'a Observer>) -> Executor<'a> {
+    /// The same, with the hypervisor of each domain from `provider`:
+    /// running domains can then be snapshotted, and reverts can start
+    /// domains.
+    #[must_use]
+    pub fn with_hypervisors(mut self, provider: Arc<dyn HypervisorProvider>) -> Self {
+        self.hypervisors = Some(provider);
+        self
+    }
+
+    /// The hypervisor of `domain`, when one is configured.
+    #[must_use]
+    pub fn hypervisor(&self, domain: &str) -> Option<Arc<dyn Hypervisor>> {
+        self.hypervisors.as_ref().map(|p| p.for_domain(domain))
+    }
+
+    fn executor<'a>(
+        &'a self,
+        hypervisor: Option<&'a Arc<dyn Hypervisor>>,
+        observer: Option<&'a Observer>,
+    ) -> Executor<'a> {
         Executor {
             layout: &self.layout,
             drivers: &self.drivers,
-            hypervisor: None,
+            hypervisor: hypervisor.map(|h| &**h as &dyn Hypervisor),
             observer,
         }
     }
@@ -148,11 +177,12 @@ impl DomainApi {
             Access::Write,
         )?;
         let mut note = None;
+        let hv = self.hypervisor(domain);
         if store
             .pending_intent()
             .is_some_and(|i| i.operation == OP_DOMAIN_FINISH)
         {
-            exec::recover_finish(&self.executor(None), &mut store).await?;
+            exec::recover_finish(&self.executor(hv.as_ref(), None), &mut store).await?;
             note = Some(format!(
                 "an interrupted revert or delete on domain '{domain}' was finished"
             ));
@@ -162,7 +192,8 @@ impl DomainApi {
             .pending_intent()
             .is_some_and(|i| i.operation == OP_DOMAIN_CREATE)
         {
-            let (name, kept) = exec::recover_create(&self.executor(None), &mut store).await?;
+            let (name, kept) =
+                exec::recover_create(&self.executor(hv.as_ref(), None), &mut store).await?;
             note = Some(if kept {
                 format!(
                     "an interrupted snapshot '{name}' of domain '{domain}' was complete; its record was cleared"
@@ -175,21 +206,49 @@ impl DomainApi {
         Ok((store, note))
     }
 
-    /// What the drivers can do with each disk of `domain`, shut off.
+    /// What is known of `domain`: its state and, while it runs, what the
+    /// hypervisor can do with it; what the drivers can do with each disk
+    /// (shut off, and in use by the running guest).
     ///
     /// # Errors
-    /// A disk whose image is missing.
+    /// A disk whose image is missing, or a hypervisor that cannot say
+    /// what state the domain is in.
     pub async fn facts(&self, domain: &Domain) -> Result<DomainFacts, DomainApiError> {
+        let name = domain.def.name.clone().unwrap_or_default();
+        let hv = self.hypervisor(&name);
+        let (state, live) = match &hv {
+            Some(h) => {
+                let state = h.state().await.map_err(DomainApiError::Hypervisor)?;
+                if state.is_active() {
+                    let live = h
+                        .live_facts(domain)
+                        .await
+                        .map_err(DomainApiError::Hypervisor)?;
+                    (state, Some(live))
+                } else {
+                    (state, None)
+                }
+            }
+            None => (crate::plan::DomainState::Shutoff, None),
+        };
         let mut disks = Vec::with_capacity(domain.def.disks.len());
         for d in &domain.def.disks {
+            let (live_caps, block_job) = live
+                .as_ref()
+                .and_then(|l| l.disks.get(&d.target).copied())
+                .unwrap_or_default();
             let Some(path) = d.source.local_path() else {
-                disks.push(DiskFacts::default());
+                disks.push(DiskFacts {
+                    live: live_caps,
+                    block_job,
+                    ..DiskFacts::default()
+                });
                 continue;
             };
             let meta = std::fs::metadata(path);
             if meta.is_err() {
                 return Err(DomainApiError::MissingImage {
-                    domain: domain.def.name.clone().unwrap_or_default(),
+                    domain: name.clone(),
                     disk: d.target.clone(),
                     path: path.to_string(),
                 });
@@ -200,23 +259,37 @@ impl DomainApi {
             );
             let volume = crate::driver::Volume::new(path, format);
             let mut offline = Vec::new();
+            let mut in_use = Vec::new();
             for driver in &self.drivers {
-                let Ok(caps) = driver.capabilities(&volume, VolumeState::Offline).await else {
-                    continue;
-                };
-                if caps != Capabilities::default() {
+                if let Ok(caps) = driver.capabilities(&volume, VolumeState::Offline).await
+                    && caps != Capabilities::default()
+                {
                     offline.push(StorageOption::new(driver.kind(), caps));
+                }
+                if live.is_some()
+                    && let Ok(caps) = driver.capabilities(&volume, VolumeState::InUse).await
+                    && caps != Capabilities::default()
+                {
+                    in_use.push(StorageOption::new(driver.kind(), caps));
                 }
             }
             disks.push(DiskFacts {
                 offline,
-                in_use: Vec::new(),
-                live: crate::plan::LiveDiskCaps::default(),
+                in_use,
+                live: live_caps,
                 regular_file: meta.is_ok_and(|m| m.is_file()),
-                block_job: false,
+                block_job,
             });
         }
-        Ok(DomainFacts::offline(domain.clone(), disks))
+        let mut facts = DomainFacts::offline(domain.clone(), disks);
+        facts.state = state;
+        if let Some(live) = live {
+            facts.agent = live.agent;
+            facts.hypervisor = live.caps;
+        } else if let Some(h) = &hv {
+            facts.hypervisor = h.offline_caps(domain).await;
+        }
+        Ok(facts)
     }
 
     /// `virDomainSnapshotCreateXML` on a defined, shut-off domain: `xml`
@@ -287,8 +360,9 @@ impl DomainApi {
                 plan,
             });
         }
+        let hv = self.hypervisor(domain_name);
         let def = self
-            .executor(observer)
+            .executor(hv.as_ref(), observer)
             .create(&plan, &domain, &mut store)
             .await?;
         Ok(Created::Taken {
@@ -463,7 +537,8 @@ impl DomainApi {
             Some(EmbeddedDomain::Full(d)) => Some((**d).clone()),
             _ => None,
         };
-        self.executor(observer)
+        let hv = self.hypervisor(domain_name);
+        self.executor(hv.as_ref(), observer)
             .finish(&plan, definition.as_ref(), &mut store)
             .await?;
         Ok(plan)
@@ -507,7 +582,8 @@ impl DomainApi {
         if dry_run {
             return Ok(plan);
         }
-        self.executor(observer)
+        let hv = self.hypervisor(domain_name);
+        self.executor(hv.as_ref(), observer)
             .finish(&plan, None, &mut store)
             .await?;
         Ok(plan)

@@ -18,13 +18,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use snapshot_conf::{DiskChange, Domain, DomainSnapshotDef};
 
 use crate::driver::{
     CreatedSnapshot, DriverError, SnapshotMode, SnapshotPlan, Volume, VolumeDriver, VolumeFormat,
 };
-use crate::plan::{DiskAction, DiskStep, MemorySave, Performer, Plan, Step};
+use crate::plan::{DiskAction, DiskStep, MemoryImage, Performer, Plan, Step};
 use crate::store::domains::{self, DomainError};
 use crate::store::intent::StorageDone;
 use crate::store::{Intent, Layout, MetadataStore, Recovery, SnapshotRecord, StoreError};
@@ -32,51 +31,7 @@ use crate::store::{Intent, Layout, MetadataStore, Recovery, SnapshotRecord, Stor
 /// The intent operation of a domain snapshot create.
 pub const OP_DOMAIN_CREATE: &str = "domain-snapshot-create";
 
-/// An error of the hypervisor, as its implementation words it.
-pub type HypervisorError = Box<dyn std::error::Error + Send + Sync>;
-
-/// What the executor asks of the hypervisor running a domain (QEMU over
-/// QMP). Each call does one plan step and fails without side effects or
-/// says what it left.
-#[async_trait]
-pub trait Hypervisor: Send + Sync {
-    /// Freezes the guest's filesystems (guest agent).
-    async fn freeze(&self) -> Result<(), HypervisorError>;
-    /// Thaws them.
-    async fn thaw(&self) -> Result<(), HypervisorError>;
-    /// Pauses the guest's CPUs.
-    async fn pause(&self) -> Result<(), HypervisorError>;
-    /// Resumes them.
-    async fn resume(&self) -> Result<(), HypervisorError>;
-    /// Takes internal system checkpoint `name`: memory in `vmstate`'s
-    /// image, internal snapshots of `disks`.
-    async fn save_memory_internal(
-        &self,
-        name: &str,
-        vmstate: &str,
-        disks: &[String],
-    ) -> Result<(), HypervisorError>;
-    /// Drops internal checkpoint `name` from `disks` (an undo).
-    async fn delete_memory_internal(
-        &self,
-        name: &str,
-        disks: &[String],
-    ) -> Result<(), HypervisorError>;
-    /// Saves memory to `file`.
-    async fn save_memory(&self, file: &Path, how: MemorySave) -> Result<(), HypervisorError>;
-    /// Snapshots `disks` in one transaction (internal ones named `name`).
-    async fn disk_transaction(&self, name: &str, disks: &[DiskStep])
-    -> Result<(), HypervisorError>;
-    /// Undoes a transaction: drops the internal snapshots, takes the
-    /// overlays back out of the chains.
-    async fn undo_disk_transaction(
-        &self,
-        name: &str,
-        disks: &[DiskStep],
-    ) -> Result<(), HypervisorError>;
-    /// Stops the domain.
-    async fn halt(&self) -> Result<(), HypervisorError>;
-}
+pub use crate::hypervisor::{Hypervisor, HypervisorError};
 
 /// Where a step is in its run, for observers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -990,9 +945,11 @@ fn encode_finish_step(step: &Step, definition: Option<&str>) -> Option<String> {
         Step::StartDomain { paused, memory } => vec![
             "start-domain".into(),
             paused.to_string(),
-            memory
-                .as_deref()
-                .map_or_else(|| "-".to_string(), |m| format!("+{}", esc(m))),
+            match memory {
+                None => "-".to_string(),
+                Some(MemoryImage::Checkpoint(n)) => format!("+checkpoint:{}", esc(n)),
+                Some(MemoryImage::File(f)) => format!("+file:{}", esc(f)),
+            },
         ],
         _ => return None,
     };
@@ -1076,7 +1033,14 @@ fn decode_finish_step(line: &str) -> Option<(Step, Option<String>)> {
         "start-domain" => (
             Step::StartDomain {
                 paused: rest.first()?.parse().ok()?,
-                memory: optional(rest.get(1)?)?,
+                memory: match optional(rest.get(1)?)? {
+                    None => None,
+                    Some(m) => Some(if let Some(n) = m.strip_prefix("checkpoint:") {
+                        MemoryImage::Checkpoint(n.to_string())
+                    } else {
+                        MemoryImage::File(m.strip_prefix("file:")?.to_string())
+                    }),
+                },
             },
             None,
         ),
@@ -1266,6 +1230,12 @@ impl Executor<'_> {
         let plain = |e: ExecError| (None, Box::new(e) as HypervisorError);
         let domain = domains::get(self.layout, &owner_name(store)).map_err(|e| plain(e.into()))?;
         match step {
+            Step::DeleteDiskSnapshot(d) if d.by == Performer::Hypervisor => {
+                let h = self.hypervisor(step).map_err(plain)?;
+                h.delete_disk_snapshot(d, xml.unwrap_or_default())
+                    .await
+                    .map_err(|e| (Some(d.disk.clone()), e))
+            }
             Step::RevertDisk(d) | Step::DeleteDiskSnapshot(d) => {
                 let Performer::Driver(kind) = &d.by else {
                     return Err(plain(ExecError::NoHypervisor(step.to_string())));
@@ -1351,6 +1321,22 @@ impl Executor<'_> {
                 disk,
                 image,
                 into,
+                by: Performer::Hypervisor,
+            } => {
+                // Live: `into` pulls what it reads from `image` (it keeps
+                // its path and its node), then `image` goes.
+                let h = self.hypervisor(step).map_err(plain)?;
+                if Path::new(image).exists() {
+                    h.stream_layer(disk, image, into)
+                        .await
+                        .map_err(|e| (Some(disk.clone()), e))?;
+                }
+                remove_file_synced(Path::new(image)).map_err(|e| (Some(disk.clone()), e))
+            }
+            Step::MergeImage {
+                disk,
+                image,
+                into,
                 by,
             } => {
                 let Performer::Driver(kind) = by else {
@@ -1369,11 +1355,36 @@ impl Executor<'_> {
                 onto,
                 by,
             } => {
-                let Performer::Driver(kind) = by else {
-                    return Err(plain(ExecError::NoHypervisor(step.to_string())));
+                let mut children: Vec<PathBuf> = children.iter().map(PathBuf::from).collect();
+                let kind = match by {
+                    Performer::Driver(kind) => kind.clone(),
+                    Performer::Hypervisor => {
+                        // The children the running domain uses pull their
+                        // data live; the others are rebased by the qcow2
+                        // driver, which then removes `image`.
+                        let h = self.hypervisor(step).map_err(plain)?;
+                        let mut offline = Vec::new();
+                        for c in children {
+                            let live = Path::new(image).exists()
+                                && h.stream_layer(disk, image, &c.to_string_lossy())
+                                    .await
+                                    .map_err(|e| (Some(disk.clone()), e))?;
+                            if !live {
+                                offline.push(c);
+                            }
+                        }
+                        children = offline;
+                        "qemu".to_string()
+                    }
                 };
-                let driver = driver_by_kind(self.drivers, kind).map_err(plain)?;
-                let children: Vec<PathBuf> = children.iter().map(PathBuf::from).collect();
+                if !Path::new(image).exists() {
+                    return Ok(());
+                }
+                if children.is_empty() {
+                    return remove_file_synced(Path::new(image))
+                        .map_err(|e| (Some(disk.clone()), e));
+                }
+                let driver = driver_by_kind(self.drivers, &kind).map_err(plain)?;
                 driver
                     .rebase_layers(
                         Path::new(image),
@@ -1394,6 +1405,22 @@ impl Executor<'_> {
                 Ok(())
             }
             Step::SetCurrent(name) => store.set_current(Some(name)).map_err(|e| plain(e.into())),
+            Step::StopDomain => {
+                let h = self.hypervisor(step).map_err(plain)?;
+                h.stop().await.map_err(|e| (None, e))
+            }
+            Step::StartDomain { paused, memory } => {
+                let h = self.hypervisor(step).map_err(plain)?;
+                // Run again after a crash: the domain started then stays.
+                if h.state().await.map_err(|e| (None, e))?.is_active() {
+                    tracing::info!("the domain runs already; start skipped");
+                    return Ok(());
+                }
+                h.start(&domain, *paused, memory.as_ref())
+                    .await
+                    .map_err(|e| (None, e))
+            }
+            Step::DiscardManagedSave => Ok(()),
             other => Err(plain(ExecError::NoHypervisor(other.to_string()))),
         }
     }

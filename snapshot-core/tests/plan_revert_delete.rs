@@ -20,9 +20,9 @@ use snapshot_conf::{
     StorageFormat, external_name,
 };
 use snapshot_core::plan::{
-    CreateFlags, DeleteRequest, DiskAction, DiskStep, DomainFacts, DomainState, Performer,
-    PlanError, PlanKind, RevertFlags, RevertRequest, SourceChange, Step, plan_create, plan_delete,
-    plan_revert, state_after,
+    CreateFlags, DeleteRequest, DiskAction, DiskStep, DomainFacts, DomainState, MemoryImage,
+    Performer, PlanError, PlanKind, RevertFlags, RevertRequest, SourceChange, Step, plan_create,
+    plan_delete, plan_revert, state_after,
 };
 use snapshot_core::{ChildPolicy, Location, SnapshotInfo, SnapshotTree, StateKind};
 
@@ -282,7 +282,7 @@ fn revert_of_running_domain_stops_it_and_starts_it_with_the_snapshots_memory() {
         }) => m.clone(),
         other => panic!("start with memory expected, got {other:?}\n{plan}"),
     };
-    assert!(memory.contains("s1"), "{memory}");
+    assert_eq!(memory, MemoryImage::Checkpoint("s1".into()));
     assert_eq!(
         plan.steps,
         vec![
@@ -330,7 +330,7 @@ fn revert_of_running_domain_stops_it_and_starts_it_with_the_snapshots_memory() {
         [
             Step::StartDomain {
                 paused: false,
-                memory: Some("/mem/s1".into())
+                memory: Some(MemoryImage::File("/mem/s1".into()))
             },
             Step::SetCurrent("s1".into()),
         ],

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use snapshot_core::ChildPolicy;
-use snapshot_core::domain_api::{Created, DomainApi};
+use snapshot_core::domain_api::Created;
 use snapshot_core::driver::{SnapshotMode, Volume, VolumeFormat};
 use snapshot_core::plan::{CreateFlags, RevertFlags};
 use snapshot_core::store::{Access, Layout, domains};
@@ -443,7 +443,7 @@ async fn domain_part(d: &mut Demo, state: &Path, work: &Path) -> Result<(), Demo
         "defined domain 'demo' (shut off): vda sys.qcow2, vdb data.img (raw, snapshot='external')",
         "",
     );
-    let api = DomainApi::new(layout.clone(), drivers());
+    let api = crate::vol_cmd::domain_api(&layout);
     for (disk, pattern) in [(&sys, 0x81u8), (&data, 0x82)] {
         let format = if disk == &sys {
             VolumeFormat::Qcow2

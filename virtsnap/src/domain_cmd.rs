@@ -1,12 +1,15 @@
-//! virsh's domain definition verbs on the state directory: `define`,
-//! `undefine [--snapshots-metadata]`, `list --all` and `dumpxml`. Domains
-//! cannot be started yet (the live-domain issue), so every domain listed is
-//! shut off.
+//! virsh's domain verbs on the state directory: definitions (`define`,
+//! `undefine [--snapshots-metadata]`, `list [--all]`, `dumpxml`) and the
+//! lifecycle under QEMU (`start [--paused]`, `destroy`, `shutdown`,
+//! `suspend`, `resume`, `domstate`, `dominfo`, and `attach` to adopt a
+//! QEMU started by something else).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use driver_qemu::domain::QemuDomain;
+use snapshot_core::plan::DomainState;
 use snapshot_core::store::Layout;
 use snapshot_core::store::domains::{self, DomainError, SnapshotMetadata};
 
@@ -21,6 +24,53 @@ pub enum DomainCommand {
     List(ListArgs),
     /// Print a domain's XML, as it was defined.
     Dumpxml(DumpxmlArgs),
+    /// Start a defined domain under QEMU.
+    Start(StartArgs),
+    /// Stop a running domain at once (QEMU quits; the guest is not asked).
+    Destroy(DomainArg),
+    /// Ask the guest to power off (ACPI power button).
+    Shutdown(DomainArg),
+    /// Pause a running domain's CPUs.
+    Suspend(DomainArg),
+    /// Resume a paused domain.
+    Resume(DomainArg),
+    /// Print a domain's state.
+    Domstate(DomainArg),
+    /// Print a domain's state, process, accelerator and QEMU version.
+    Dominfo(DomainArg),
+    /// Adopt a QEMU started by something else, through its QMP socket (a
+    /// definition is made from its disks when NAME is not defined).
+    Attach(AttachArgs),
+}
+
+/// A verb taking one domain.
+#[derive(Debug, Args)]
+pub struct DomainArg {
+    /// Domain name.
+    domain: String,
+}
+
+/// `start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Domain name.
+    domain: String,
+    /// Leave its CPUs paused.
+    #[arg(long)]
+    paused: bool,
+}
+
+/// `attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// The name the domain gets (or has).
+    domain: String,
+    /// QEMU's QMP socket.
+    #[arg(long, value_name = "SOCKET")]
+    qmp: PathBuf,
+    /// The host end of its guest-agent channel.
+    #[arg(long, value_name = "SOCKET")]
+    agent: Option<PathBuf>,
 }
 
 /// `define`.
@@ -43,7 +93,7 @@ pub struct UndefineArgs {
 /// `list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Include inactive domains (every domain is inactive for now).
+    /// Include inactive domains.
     #[arg(long)]
     all: bool,
     /// Names only.
@@ -64,6 +114,12 @@ enum CmdError {
     Domain(#[from] DomainError),
     #[error(transparent)]
     Layout(#[from] snapshot_core::store::LayoutError),
+    #[error(transparent)]
+    Runtime(#[from] driver_qemu::domain::RuntimeError),
+    #[error("cannot start the async runtime: {0}")]
+    Tokio(std::io::Error),
+    #[error("domain '{0}' is running; destroy it first")]
+    Running(String),
     #[error("cannot read {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -90,7 +146,103 @@ fn execute(cmd: &DomainCommand) -> Result<String, CmdError> {
     let dir = snapshot_core::store::layout::state_dir()?;
     tracing::debug!(state_dir = %dir.display(), "state directory");
     let layout = Layout::new(dir);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CmdError::Tokio)?;
+    runtime.block_on(execute_in(cmd, &layout))
+}
+
+async fn states(layout: &Layout, names: &[String]) -> Vec<DomainState> {
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        let state = QemuDomain::new(layout, n)
+            .domain_state()
+            .await
+            .unwrap_or(DomainState::Shutoff);
+        out.push(state);
+    }
+    out
+}
+
+#[allow(clippy::too_many_lines)]
+async fn execute_in(cmd: &DomainCommand, layout: &Layout) -> Result<String, CmdError> {
+    let layout = layout.clone();
+    let qemu = |name: &str| QemuDomain::new(&layout, name);
     match cmd {
+        DomainCommand::Start(a) => {
+            domains::get(&layout, &a.domain)?;
+            let accel = qemu(&a.domain).start_domain(a.paused).await?;
+            tracing::info!(domain = %a.domain, accel = accel.as_str(), "domain started");
+            Ok(format!(
+                "Domain '{}' started{} ({})\n",
+                a.domain,
+                if a.paused { ", paused" } else { "" },
+                accel.as_str()
+            ))
+        }
+        DomainCommand::Destroy(a) => {
+            let d = qemu(&a.domain);
+            if !d.domain_state().await?.is_active() {
+                return Err(driver_qemu::domain::RuntimeError::NotRunning(a.domain.clone()).into());
+            }
+            d.destroy().await?;
+            Ok(format!("Domain '{}' destroyed\n", a.domain))
+        }
+        DomainCommand::Shutdown(a) => {
+            qemu(&a.domain).shutdown().await?;
+            Ok(format!("Domain '{}' is being shutdown\n", a.domain))
+        }
+        DomainCommand::Suspend(a) => {
+            qemu(&a.domain).suspend().await?;
+            Ok(format!("Domain '{}' suspended\n", a.domain))
+        }
+        DomainCommand::Resume(a) => {
+            qemu(&a.domain).resume_cpus().await?;
+            Ok(format!("Domain '{}' resumed\n", a.domain))
+        }
+        DomainCommand::Domstate(a) => {
+            domains::get(&layout, &a.domain)?;
+            Ok(format!(
+                "{}\n",
+                qemu(&a.domain).domain_state().await?.as_str()
+            ))
+        }
+        DomainCommand::Dominfo(a) => {
+            let d = domains::get(&layout, &a.domain)?;
+            let info = qemu(&a.domain).info().await?;
+            let mut out = format!("Name:           {}\n", a.domain);
+            if let Some(u) = d.def.uuid {
+                out.push_str(&format!("UUID:           {u}\n"));
+            }
+            out.push_str(&format!("State:          {}\n", info.state.as_str()));
+            if let Some(pid) = info.pid {
+                out.push_str(&format!("Pid:            {pid}\n"));
+            }
+            if let Some(accel) = &info.accel {
+                out.push_str(&format!("Accelerator:    {accel}\n"));
+            }
+            if let Some(v) = &info.version {
+                out.push_str(&format!("QEMU version:   {v}\n"));
+            }
+            if info.state.is_active() {
+                out.push_str(&format!("Monitor:        {}\n", info.qmp.display()));
+                out.push_str(&format!(
+                    "Adopted:        {}\n",
+                    if info.attached { "yes (attach)" } else { "no" }
+                ));
+            }
+            Ok(out)
+        }
+        DomainCommand::Attach(a) => {
+            let d = qemu(&a.domain).attach(&a.qmp, a.agent.as_deref()).await?;
+            Ok(format!(
+                "Domain '{}' attached through {} ({} disk(s))\n",
+                a.domain,
+                a.qmp.display(),
+                d.def.disks.len()
+            ))
+        }
         DomainCommand::Define(a) => {
             let xml = std::fs::read_to_string(&a.file).map_err(|source| CmdError::Read {
                 path: a.file.clone(),
@@ -105,6 +257,9 @@ fn execute(cmd: &DomainCommand) -> Result<String, CmdError> {
             ))
         }
         DomainCommand::Undefine(a) => {
+            if qemu(&a.domain).domain_state().await?.is_active() {
+                return Err(CmdError::Running(a.domain.clone()));
+            }
             let metadata = if a.snapshots_metadata {
                 SnapshotMetadata::Delete
             } else {
@@ -115,21 +270,25 @@ fn execute(cmd: &DomainCommand) -> Result<String, CmdError> {
             Ok(format!("Domain '{}' has been undefined\n", a.domain))
         }
         DomainCommand::List(a) => {
-            let names = domains::list(&layout)?;
-            tracing::debug!(domains = names.len(), "domains listed");
+            let all = domains::list(&layout)?;
+            let states = states(&layout, &all).await;
+            // Without --all, only active domains, as virsh lists them.
+            let shown: Vec<(String, DomainState)> = all
+                .into_iter()
+                .zip(states)
+                .filter(|(_, s)| a.all || s.is_active())
+                .collect();
+            tracing::debug!(domains = shown.len(), "domains listed");
             if a.name {
-                return Ok(names.iter().map(|n| format!("{n}\n")).collect());
+                return Ok(shown.iter().map(|(n, _)| format!("{n}\n")).collect());
             }
-            if !a.all {
-                // Only running domains are listed without --all; none run yet.
-                return Ok(" Id   Name   State\n--------------------\n".to_string());
-            }
-            let width = names.iter().map(String::len).max().unwrap_or(0).max(4);
+            let width = shown.iter().map(|(n, _)| n.len()).max().unwrap_or(0).max(4);
             let mut out = format!(" Id   {:<width$}   State\n", "Name");
             out.push_str(&"-".repeat(width + 16));
             out.push('\n');
-            for n in names {
-                out.push_str(&format!(" -    {n:<width$}   shut off\n"));
+            for (n, s) in shown {
+                let id = if s.is_active() { "+" } else { "-" };
+                out.push_str(&format!(" {id}    {n:<width$}   {}\n", s.as_str()));
             }
             Ok(out)
         }

@@ -216,6 +216,14 @@ pub fn drivers() -> Vec<Arc<dyn VolumeDriver>> {
     ]
 }
 
+/// The domain snapshot API of the CLI: the storage drivers, and QEMU as
+/// the hypervisor of every domain.
+#[must_use]
+pub fn domain_api(layout: &snapshot_core::store::Layout) -> snapshot_core::domain_api::DomainApi {
+    snapshot_core::domain_api::DomainApi::new(layout.clone(), drivers())
+        .with_hypervisors(Arc::new(driver_qemu::domain::QemuHypervisors::new(layout)))
+}
+
 /// Runs a volume verb.
 pub fn run(cmd: &VolCommand) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()

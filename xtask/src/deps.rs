@@ -41,9 +41,39 @@ pub const SYSTEM_TOOLS: &[SystemTool] = &[
         why: "writing and checking guest data in qcow2 images (driver, volume API and CLI tests, demo)",
     },
     SystemTool {
+        command: "qemu-system-x86_64",
+        package: "qemu-system-x86",
+        why: "running domains (stub guests and the Linux test guest) in the live-domain tests; installed without recommends, which would replace a newer qemu-utils",
+    },
+    SystemTool {
+        command: "gcc",
+        package: "gcc",
+        why: "assembling the stub guest kernel of the live-domain tests",
+    },
+    SystemTool {
+        command: "ld",
+        package: "binutils",
+        why: "linking the stub guest kernel of the live-domain tests",
+    },
+    SystemTool {
         command: "mount",
         package: "mount",
         why: "a small tmpfs for the file driver's no-space tests",
+    },
+    SystemTool {
+        command: "dpkg-deb",
+        package: "dpkg",
+        why: "unpacking Debian packages into the Linux test guest (cargo xtask testvm build)",
+    },
+    SystemTool {
+        command: "gzip",
+        package: "gzip",
+        why: "compressing the Linux test guest's initramfs (cargo xtask testvm build)",
+    },
+    SystemTool {
+        command: "tar",
+        package: "tar",
+        why: "packing the Linux test guest's payload disk (testvm)",
     },
 ];
 
@@ -225,7 +255,7 @@ fn is_executable_file(path: &Path) -> bool {
 
 /// Whether the effective user is root: from `/proc/self/status`, or from
 /// `id -u` where there is no /proc.
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     if let Some(uid) = std::fs::read_to_string("/proc/self/status")
         .ok()
         .as_deref()

@@ -93,5 +93,6 @@ pub use facts::{
 };
 pub use revert::{RevertFlags, RevertRequest, plan_revert, state_after};
 pub use step::{
-    DiskAction, DiskStep, MemorySave, Performer, Plan, PlanKind, SourceChange, Step, Undo,
+    DiskAction, DiskStep, MemoryImage, MemorySave, Performer, Plan, PlanKind, SourceChange, Step,
+    Undo,
 };

@@ -28,7 +28,9 @@ use snapshot_conf::{
 use super::create::source_label;
 use super::error::PlanError;
 use super::facts::{DomainFacts, DomainState, cannot, driver_for, recorded};
-use super::step::{DiskAction, DiskStep, Performer, Plan, PlanKind, SourceChange, Step};
+use super::step::{
+    DiskAction, DiskStep, MemoryImage, Performer, Plan, PlanKind, SourceChange, Step,
+};
 
 bitflags! {
     /// libvirt's `virDomainSnapshotRevertFlags`, same bits.
@@ -122,9 +124,11 @@ pub fn plan_revert(request: &RevertRequest, facts: &DomainFacts) -> Result<Plan,
     };
     let memory = match snap.memory {
         Some(XmlMode::Internal) if !state.is_offline() => {
-            Some(format!("internal checkpoint '{name}'"))
+            Some(MemoryImage::Checkpoint(name.clone()))
         }
-        Some(XmlMode::External) if !state.is_offline() => snap.memory_file.clone(),
+        Some(XmlMode::External) if !state.is_offline() => {
+            snap.memory_file.clone().map(MemoryImage::File)
+        }
         _ => None,
     };
     if memory.is_none() && facts.managed_save && !force {

@@ -120,6 +120,25 @@ pub enum MemorySave {
     Background,
 }
 
+/// The memory a domain starts with on revert.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MemoryImage {
+    /// An internal system checkpoint of this name, in the domain's
+    /// images (QMP `snapshot-load`).
+    Checkpoint(String),
+    /// A memory file (incoming migration).
+    File(String),
+}
+
+impl fmt::Display for MemoryImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Checkpoint(name) => write!(f, "internal checkpoint '{name}'"),
+            Self::File(path) => f.write_str(path),
+        }
+    }
+}
+
 /// How a step is undone if a later one fails (or a crash interrupts the
 /// plan), recorded before the step runs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -207,9 +226,8 @@ pub enum Step {
     StartDomain {
         /// Leave the CPUs paused.
         paused: bool,
-        /// Load this memory: an internal checkpoint (its vmstate disk) or
-        /// a file.
-        memory: Option<String>,
+        /// Load this memory.
+        memory: Option<MemoryImage>,
     },
     /// Delete an image nothing refers to any more (the discarded top
     /// layer of a revert).

@@ -8,7 +8,6 @@
 
 use clap::Args;
 use snapshot_core::ChildPolicy;
-use snapshot_core::domain_api::DomainApi;
 use snapshot_core::plan::{Plan, RevertFlags};
 use snapshot_core::store::{Access, Layout, MetadataStore, Owner, domains};
 
@@ -82,7 +81,7 @@ pub fn revert(layout: &Layout, a: &RevertArgs) -> Result<String, CreateError> {
     flags.set(RevertFlags::PAUSED, a.paused);
     flags.set(RevertFlags::FORCE, a.force);
     flags.set(RevertFlags::RESET_NVRAM, a.reset_nvram);
-    let api = DomainApi::new(layout.clone(), crate::vol_cmd::drivers());
+    let api = crate::vol_cmd::domain_api(layout);
     let plan = block_on(api.revert_to_snapshot(&a.domain, &name, flags, a.dry_run, None))??;
     if a.dry_run {
         return Ok(plan.to_string());
@@ -108,7 +107,7 @@ pub fn delete(layout: &Layout, a: &DeleteArgs) -> Result<String, CreateError> {
     } else {
         ChildPolicy::Rebase
     };
-    let api = DomainApi::new(layout.clone(), crate::vol_cmd::drivers());
+    let api = crate::vol_cmd::domain_api(layout);
     let plan =
         block_on(api.snapshot_delete(&a.domain, &name, policy, a.metadata, a.dry_run, None))??;
     if a.dry_run {
@@ -157,7 +156,7 @@ pub fn recover(layout: &Layout, a: &RecoverArgs) -> Result<String, CreateError> 
             a.domain
         ));
     }
-    let api = DomainApi::new(layout.clone(), crate::vol_cmd::drivers());
+    let api = crate::vol_cmd::domain_api(layout);
     let (_, note) = block_on(api.open_for_write(&a.domain))??;
     Ok(match note {
         Some(n) => format!("{n}\n"),

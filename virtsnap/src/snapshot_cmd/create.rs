@@ -430,7 +430,7 @@ async fn take(
     flags: CreateFlags,
     dry_run: bool,
 ) -> Result<Created, DomainApiError> {
-    let api = DomainApi::new(layout.clone(), crate::vol_cmd::drivers());
+    let api = crate::vol_cmd::domain_api(layout);
     // An unknown domain is refused before its snapshot directory is made.
     domains::get(layout, domain)?;
     if dry_run {
@@ -528,7 +528,7 @@ fn redefine(layout: &Layout, a: &CreateArgs, path: &Path) -> Result<String, Crea
         }
         .into());
     }
-    let api = DomainApi::new(layout.clone(), crate::vol_cmd::drivers());
+    let api = crate::vol_cmd::domain_api(layout);
     let mut store = block_on(open_recovered(&api, &a.domain))??;
     store.redefine(SnapshotRecord::Domain(Box::new(parsed.def)), a.current)?;
     tracing::info!(snapshot = %name, current = a.current, "snapshot redefined");

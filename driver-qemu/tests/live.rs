@@ -1,0 +1,344 @@
+//! Domain snapshots of a running QEMU (the stub guest, RAM from a file of
+//! random bytes), through the domain API: every online kind of create,
+//! reverts that bring disks and RAM back (checked through the restored
+//! QEMU: qemu-io reads of the disks, pmemsave of RAM), and the undo of a
+//! disk transaction QEMU refuses.
+
+mod live_support;
+
+use live_support::{Fixture, backend_ready};
+use snapshot_core::domain_api::Created;
+use snapshot_core::plan::{CreateFlags, DomainState, RevertFlags, Step};
+use snapshot_core::{ChildPolicy, hypervisor::Hypervisor as _};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn create(f: &Fixture, xml: &str, flags: CreateFlags) -> snapshot_core::plan::Plan {
+    match f
+        .api()
+        .snapshot_create_xml(&f.name, Some(xml), flags, false, None)
+        .await
+        .expect("snapshot taken")
+    {
+        Created::Taken { plan, .. } => plan,
+        Created::Planned(p) => panic!("not run: {p}"),
+    }
+}
+
+async fn state(f: &Fixture) -> DomainState {
+    f.qemu().domain_state().await.expect("state")
+}
+
+#[test]
+fn live_disk_only_external_snapshot_is_one_transaction_and_revert_brings_the_disks_back() {
+    if !backend_ready("live_disk_only_external") {
+        return;
+    }
+    rt().block_on(async {
+        let f = Fixture::new(2, false);
+        f.qemu().start_domain(false).await.expect("start");
+        f.write_disk("vda", 0x11).await;
+        f.write_disk("vdb", 0x21).await;
+
+        let plan = create(
+            &f,
+            "<domainsnapshot><name>s1</name></domainsnapshot>",
+            CreateFlags::DISK_ONLY,
+        )
+        .await;
+        assert!(
+            matches!(plan.steps.first(), Some(Step::DiskTransaction(d)) if d.len() == 2),
+            "{plan}"
+        );
+        // The guest ran throughout and writes now go to the overlays.
+        assert_eq!(state(&f).await, DomainState::Running);
+        let top = f.source("vda");
+        assert!(top.ends_with("vda.s1"), "{top}");
+        let live = f.qemu().live_disks().await.expect("disks");
+        assert_eq!(live["vda"].file, top, "QEMU writes the new overlay");
+        f.write_disk("vda", 0x12).await;
+        f.write_disk("vdb", 0x22).await;
+        f.check_disk("vda", 0x12).await;
+
+        // Revert: the disks read what they held at s1.
+        f.api()
+            .revert_to_snapshot(&f.name, "s1", RevertFlags::RUNNING, false, None)
+            .await
+            .expect("revert");
+        assert_eq!(state(&f).await, DomainState::Running);
+        f.check_disk("vda", 0x11).await;
+        f.check_disk("vdb", 0x21).await;
+        f.stop().await;
+    });
+}
+
+#[test]
+fn live_internal_disk_only_snapshot_is_taken_while_the_guest_runs() {
+    if !backend_ready("live_internal_disk_only") {
+        return;
+    }
+    rt().block_on(async {
+        let f = Fixture::new(2, false);
+        f.qemu().start_domain(false).await.expect("start");
+        f.write_disk("vda", 0x31).await;
+        let plan = create(
+            &f,
+            "<domainsnapshot><name>i1</name><disks><disk name='vda' snapshot='internal'/>\
+             <disk name='vdb' snapshot='internal'/></disks></domainsnapshot>",
+            CreateFlags::DISK_ONLY,
+        )
+        .await;
+        assert!(
+            !plan.has(&Step::Pause),
+            "no pause for one transaction:\n{plan}"
+        );
+        let live = f.qemu().live_disks().await.expect("disks");
+        for t in ["vda", "vdb"] {
+            assert!(
+                live[t]
+                    .snapshots
+                    .iter()
+                    .any(|(n, vm)| n == "i1" && *vm == 0),
+                "{t} holds i1 without memory: {:?}",
+                live[t].snapshots
+            );
+        }
+        f.write_disk("vda", 0x32).await;
+        f.api()
+            .revert_to_snapshot(&f.name, "i1", RevertFlags::RUNNING, false, None)
+            .await
+            .expect("revert");
+        f.check_disk("vda", 0x31).await;
+        f.stop().await;
+    });
+}
+
+#[test]
+fn full_system_internal_checkpoint_restores_disks_and_ram() {
+    if !backend_ready("full_system_internal") {
+        return;
+    }
+    rt().block_on(async {
+        let f = Fixture::new(2, false);
+        f.qemu().start_domain(false).await.expect("start");
+        let ram_then = f.ram_digest().await;
+        assert_eq!(
+            ram_then,
+            f.ram_file_digest(),
+            "the guest's RAM is the file's"
+        );
+        f.write_disk("vda", 0x41).await;
+        let plan = create(
+            &f,
+            "<domainsnapshot><name>c1</name></domainsnapshot>",
+            CreateFlags::empty(),
+        )
+        .await;
+        assert!(
+            plan.steps
+                .iter()
+                .any(|s| matches!(s, Step::SaveMemoryInternal { .. })),
+            "{plan}"
+        );
+        assert_eq!(state(&f).await, DomainState::Running, "resumed after");
+        let live = f.qemu().live_disks().await.expect("disks");
+        assert!(
+            live["vda"]
+                .snapshots
+                .iter()
+                .any(|(n, vm)| n == "c1" && *vm > 0),
+            "vda holds the memory: {:?}",
+            live["vda"].snapshots
+        );
+        f.write_disk("vda", 0x42).await;
+        // A restored guest must not get the RAM the file has now.
+        f.scramble_ram_file(99);
+        assert_ne!(f.ram_file_digest(), ram_then);
+
+        f.api()
+            .revert_to_snapshot(&f.name, "c1", RevertFlags::empty(), false, None)
+            .await
+            .expect("revert");
+        assert_eq!(state(&f).await, DomainState::Running);
+        assert_eq!(f.ram_digest().await, ram_then, "RAM as at c1");
+        f.check_disk("vda", 0x41).await;
+
+        // Paused on request.
+        f.api()
+            .revert_to_snapshot(&f.name, "c1", RevertFlags::PAUSED, false, None)
+            .await
+            .expect("revert paused");
+        assert_eq!(state(&f).await, DomainState::Paused);
+        f.stop().await;
+    });
+}
+
+#[test]
+fn full_system_external_live_and_paused_restore_ram_and_disks() {
+    if !backend_ready("full_system_external") {
+        return;
+    }
+    rt().block_on(async {
+        let f = Fixture::new(2, false);
+        f.qemu().start_domain(false).await.expect("start");
+        let ram_then = f.ram_digest().await;
+        f.write_disk("vda", 0x51).await;
+        f.write_disk("vdb", 0x61).await;
+        let mem = f.dir.path().join("e1.mem");
+        let xml = format!(
+            "<domainsnapshot><name>e1</name><memory snapshot='external' file='{}'/>\
+             <disks><disk name='vda' snapshot='external'/><disk name='vdb' snapshot='external'/></disks>\
+             </domainsnapshot>",
+            mem.display()
+        );
+        let monitor = f.monitor().await;
+        let mut events = monitor.subscribe();
+        drop(monitor);
+        let plan = create(&f, &xml, CreateFlags::LIVE).await;
+        assert!(
+            plan.steps.iter().any(|s| matches!(
+                s,
+                Step::SaveMemory {
+                    how: snapshot_core::plan::MemorySave::Live,
+                    ..
+                }
+            )),
+            "{plan}"
+        );
+        assert!(mem.exists(), "memory file written");
+        assert_eq!(state(&f).await, DomainState::Running);
+        // The guest stopped once, at switchover, and was resumed.
+        let mut names = Vec::new();
+        while let Ok(ev) = events.try_recv() {
+            names.push(ev.name);
+        }
+        let stops = names.iter().filter(|n| *n == "STOP").count();
+        assert!(stops <= 1, "paused at most once: {names:?}");
+        f.write_disk("vda", 0x52).await;
+
+        // Non-live: paused for the whole save.
+        let mem2 = f.dir.path().join("e2.mem");
+        let xml2 = format!(
+            "<domainsnapshot><name>e2</name><memory snapshot='external' file='{}'/></domainsnapshot>",
+            mem2.display()
+        );
+        create(&f, &xml2, CreateFlags::empty()).await;
+        assert!(mem2.exists());
+        assert_eq!(state(&f).await, DomainState::Running);
+
+        f.scramble_ram_file(7);
+        f.api()
+            .revert_to_snapshot(&f.name, "e1", RevertFlags::empty(), false, None)
+            .await
+            .expect("revert e1");
+        assert_eq!(state(&f).await, DomainState::Running);
+        assert_eq!(f.ram_digest().await, ram_then, "RAM as at e1");
+        f.check_disk("vda", 0x51).await;
+        f.check_disk("vdb", 0x61).await;
+        f.stop().await;
+    });
+}
+
+#[test]
+fn halt_stops_the_domain_after_the_snapshot() {
+    if !backend_ready("halt") {
+        return;
+    }
+    rt().block_on(async {
+        let f = Fixture::new(1, false);
+        f.qemu().start_domain(false).await.expect("start");
+        create(
+            &f,
+            "<domainsnapshot><name>h1</name></domainsnapshot>",
+            CreateFlags::DISK_ONLY | CreateFlags::HALT,
+        )
+        .await;
+        assert_eq!(state(&f).await, DomainState::Shutoff);
+        assert!(f.source("vda").ends_with("vda.h1"));
+    });
+}
+
+#[test]
+fn a_refused_transaction_leaves_no_overlay_and_the_guest_running() {
+    if !backend_ready("refused_transaction") {
+        return;
+    }
+    rt().block_on(async {
+        let f = Fixture::new(2, false);
+        f.qemu().start_domain(false).await.expect("start");
+        // vdb already holds an internal snapshot of that name: QEMU
+        // refuses the whole transaction, vda's overlay included.
+        let d = f.qemu();
+        d.monitor()
+            .await
+            .expect("monitor")
+            .execute(
+                "blockdev-snapshot-internal-sync",
+                Some(serde_json::json!({"device": "vs-disk-vdb", "name": "x1"})),
+            )
+            .await
+            .expect("internal snapshot");
+        drop(d);
+        let before = f.files();
+        let err = f
+            .api()
+            .snapshot_create_xml(
+                &f.name,
+                Some(
+                    "<domainsnapshot><name>x1</name><disks><disk name='vda' snapshot='external'/>\
+                     <disk name='vdb' snapshot='internal'/></disks></domainsnapshot>",
+                ),
+                CreateFlags::DISK_ONLY,
+                false,
+                None,
+            )
+            .await
+            .expect_err("QEMU refuses");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("x1") && msg.contains("nothing was left changed"),
+            "{msg}"
+        );
+        assert_eq!(f.files(), before, "no overlay left");
+        assert_eq!(state(&f).await, DomainState::Running);
+        assert!(f.source("vda").ends_with("vda.qcow2"));
+        let live = f.qemu().live_disks().await.expect("disks");
+        assert!(
+            live["vda"].file.ends_with("vda.qcow2"),
+            "QEMU still writes the base"
+        );
+        assert!(f.snapshot_names().is_empty(), "no metadata");
+        f.stop().await;
+    });
+}
+
+#[test]
+fn delete_of_an_internal_checkpoint_while_running_is_refused_or_done_without_harm() {
+    if !backend_ready("delete_running") {
+        return;
+    }
+    rt().block_on(async {
+        let f = Fixture::new(1, false);
+        f.qemu().start_domain(false).await.expect("start");
+        create(
+            &f,
+            "<domainsnapshot><name>d1</name><disks><disk name='vda' snapshot='internal'/></disks></domainsnapshot>",
+            CreateFlags::DISK_ONLY,
+        )
+        .await;
+        let r = f
+            .api()
+            .snapshot_delete(&f.name, "d1", ChildPolicy::Rebase, false, false, None)
+            .await;
+        // Whatever the plan, the guest still runs and reads its data.
+        assert_eq!(state(&f).await, DomainState::Running, "{r:?}");
+        let h = f.qemu();
+        assert!(h.state().await.expect("state").is_active());
+        f.stop().await;
+    });
+}
