@@ -7,9 +7,10 @@
 mod live_support;
 
 use live_support::{Fixture, backend_ready};
+use snapshot_core::ChildPolicy;
 use snapshot_core::domain_api::Created;
+use snapshot_core::exec::StepEvent;
 use snapshot_core::plan::{CreateFlags, DomainState, RevertFlags, Step};
-use snapshot_core::{ChildPolicy, hypervisor::Hypervisor as _};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -318,27 +319,191 @@ fn a_refused_transaction_leaves_no_overlay_and_the_guest_running() {
 }
 
 #[test]
-fn delete_of_an_internal_checkpoint_while_running_is_refused_or_done_without_harm() {
+fn deleting_snapshots_of_a_running_domain_streams_live_layers_and_keeps_every_byte() {
     if !backend_ready("delete_running") {
         return;
     }
     rt().block_on(async {
         let f = Fixture::new(1, false);
         f.qemu().start_domain(false).await.expect("start");
+        f.write_disk("vda", 0x71).await;
+        let base = f.source("vda");
+        create(&f, "<domainsnapshot><name>e1</name></domainsnapshot>", CreateFlags::DISK_ONLY).await;
+        f.write_disk("vda", 0x72).await;
+        create(&f, "<domainsnapshot><name>e2</name></domainsnapshot>", CreateFlags::DISK_ONLY).await;
+        f.write_disk("vda", 0x73).await;
         create(
             &f,
-            "<domainsnapshot><name>d1</name><disks><disk name='vda' snapshot='internal'/></disks></domainsnapshot>",
+            "<domainsnapshot><name>i3</name><disks><disk name='vda' snapshot='internal'/></disks></domainsnapshot>",
             CreateFlags::DISK_ONLY,
         )
         .await;
-        let r = f
+
+        // e1 froze the base image; the running chain pulls it up.
+        let plan = f
             .api()
-            .snapshot_delete(&f.name, "d1", ChildPolicy::Rebase, false, false, None)
-            .await;
-        // Whatever the plan, the guest still runs and reads its data.
-        assert_eq!(state(&f).await, DomainState::Running, "{r:?}");
-        let h = f.qemu();
-        assert!(h.state().await.expect("state").is_active());
+            .snapshot_delete(&f.name, "e1", ChildPolicy::Rebase, false, false, None)
+            .await
+            .expect("delete e1");
+        assert!(
+            plan.steps.iter().any(|s| matches!(
+                s,
+                Step::MergeImage { by: snapshot_core::plan::Performer::Hypervisor, .. }
+            )),
+            "{plan}"
+        );
+        assert_eq!(state(&f).await, DomainState::Running);
+        assert!(!std::path::Path::new(&base).exists(), "{base} removed");
+        f.check_disk("vda", 0x73).await;
+
+        // The internal snapshot inside the running top image.
+        f.api()
+            .snapshot_delete(&f.name, "i3", ChildPolicy::Rebase, false, false, None)
+            .await
+            .expect("delete i3");
+        let live = f.qemu().live_disks().await.expect("disks");
+        assert!(live["vda"].snapshots.is_empty(), "{:?}", live["vda"].snapshots);
+        assert_eq!(f.snapshot_names(), ["e2"]);
+
+        // What is left still reverts to its own content.
+        f.api()
+            .revert_to_snapshot(&f.name, "e2", RevertFlags::RUNNING, false, None)
+            .await
+            .expect("revert e2");
+        f.check_disk("vda", 0x72).await;
+        f.stop().await;
+    });
+}
+
+/// Kills QEMU (SIGKILL) as step `at` begins.
+fn kill_qemu_at(
+    f: &Fixture,
+    at: fn(&Step) -> bool,
+) -> impl Fn(usize, &Step, StepEvent) + Send + Sync + use<> {
+    let pid_file = f.layout.run_dir().join("g/qemu.pid");
+    move |_, step, event| {
+        if event == StepEvent::Begin && at(step) {
+            let pid = std::fs::read_to_string(&pid_file).expect("pid");
+            std::process::Command::new("kill")
+                .args(["-9", pid.trim()])
+                .status()
+                .expect("kill");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+fn qemu_killed_mid_snapshot_leaves_no_file_and_no_metadata() {
+    if !backend_ready("qemu_killed") {
+        return;
+    }
+    rt().block_on(async {
+        for (what, at) in [
+            ("memory save", (|s: &Step| matches!(s, Step::SaveMemory { .. })) as fn(&Step) -> bool),
+            ("disk transaction", |s: &Step| matches!(s, Step::DiskTransaction(_))),
+        ] {
+            let f = Fixture::new(2, false);
+            f.qemu().start_domain(false).await.expect("start");
+            f.write_disk("vda", 0x81).await;
+            let before = f.files();
+            let mem = f.dir.path().join("k.mem");
+            let xml = format!(
+                "<domainsnapshot><name>k</name><memory snapshot='external' file='{}'/>\
+                 <disks><disk name='vda' snapshot='external'/><disk name='vdb' snapshot='external'/></disks>\
+                 </domainsnapshot>",
+                mem.display()
+            );
+            let observer = kill_qemu_at(&f, at);
+            let err = f
+                .api()
+                .snapshot_create_xml(&f.name, Some(&xml), CreateFlags::LIVE, false, Some(&observer))
+                .await
+                .expect_err("QEMU died");
+            assert!(err.to_string().contains("nothing was left changed"), "{what}: {err}");
+            assert_eq!(f.files(), before, "{what}: nothing left behind");
+            assert!(f.snapshot_names().is_empty(), "{what}: no metadata");
+            assert!(f.source("vda").ends_with("vda.qcow2"), "{what}");
+            assert_eq!(state(&f).await, DomainState::Shutoff, "{what}");
+            // The data written before is intact, and the domain starts.
+            f.qemu().start_domain(false).await.expect("restart");
+            f.check_disk("vda", 0x81).await;
+            f.stop().await;
+        }
+    });
+}
+
+#[test]
+fn quiesce_without_an_answering_agent_is_refused_before_anything_changes() {
+    if !backend_ready("quiesce_no_agent") {
+        return;
+    }
+    rt().block_on(async {
+        // A channel, but the stub guest runs no agent.
+        let f = Fixture::new(1, true);
+        f.qemu().start_domain(false).await.expect("start");
+        let before = f.files();
+        let err = f
+            .api()
+            .snapshot_create_xml(
+                &f.name,
+                Some("<domainsnapshot><name>q</name></domainsnapshot>"),
+                CreateFlags::DISK_ONLY | CreateFlags::QUIESCE,
+                false,
+                None,
+            )
+            .await
+            .expect_err("no agent");
+        assert!(err.to_string().contains("agent"), "{err}");
+        assert_eq!(f.files(), before);
+        assert_eq!(state(&f).await, DomainState::Running);
+        // Without a channel at all, the message says how to add one.
+        let g = Fixture::new(1, false);
+        g.qemu().start_domain(false).await.expect("start");
+        let err = g
+            .api()
+            .snapshot_create_xml(
+                &g.name,
+                None,
+                CreateFlags::DISK_ONLY | CreateFlags::QUIESCE,
+                false,
+                None,
+            )
+            .await
+            .expect_err("no channel");
+        assert!(err.to_string().contains("agent"), "{err}");
+        f.stop().await;
+        g.stop().await;
+    });
+}
+
+#[test]
+fn a_full_disk_under_the_memory_file_fails_the_save_and_resumes_the_guest() {
+    if !backend_ready("memory_disk_full") {
+        return;
+    }
+    rt().block_on(async {
+        let f = Fixture::new(1, false);
+        let small = f.dir.path().join("small");
+        std::fs::create_dir(&small).expect("dir");
+        let Some(_mount) = snapshot_core::conformance::backends::Tmpfs::mount_or_skip(&small, "1m") else {
+            return;
+        };
+        f.qemu().start_domain(false).await.expect("start");
+        let mem = small.join("m.mem");
+        let xml = format!(
+            "<domainsnapshot><name>m</name><memory snapshot='external' file='{}'/></domainsnapshot>",
+            mem.display()
+        );
+        let err = f
+            .api()
+            .snapshot_create_xml(&f.name, Some(&xml), CreateFlags::empty(), false, None)
+            .await
+            .expect_err("no space");
+        assert!(err.to_string().contains("nothing was left changed"), "{err}");
+        assert!(!mem.exists(), "the partial memory file is removed");
+        assert_eq!(state(&f).await, DomainState::Running, "resumed");
+        assert!(f.snapshot_names().is_empty());
         f.stop().await;
     });
 }

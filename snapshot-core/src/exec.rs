@@ -792,13 +792,19 @@ impl Executor<'_> {
             UndoRecord::Domain { xml } => {
                 domains::define_locked(self.layout, xml, store)?;
             }
+            // A guest whose hypervisor died (killed mid-snapshot) has
+            // nothing left to resume or thaw.
             UndoRecord::Resume => {
-                if let Some(h) = self.hypervisor {
+                if let Some(h) = self.hypervisor
+                    && h.state().await?.is_active()
+                {
                     h.resume().await?;
                 }
             }
             UndoRecord::Thaw => {
-                if let Some(h) = self.hypervisor {
+                if let Some(h) = self.hypervisor
+                    && h.state().await?.is_active()
+                {
                     h.thaw().await?;
                 }
             }
