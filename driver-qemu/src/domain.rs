@@ -879,7 +879,12 @@ impl QemuDomain {
             .collect()
     }
 
-    async fn load_memory(&self, domain: &Domain, memory: &MemoryImage) -> Result<(), RuntimeError> {
+    async fn load_memory(
+        &self,
+        domain: &Domain,
+        memory: &MemoryImage,
+        only: Option<&[String]>,
+    ) -> Result<(), RuntimeError> {
         let qmp = self.monitor().await?;
         match memory {
             MemoryImage::File(path) => {
@@ -901,6 +906,7 @@ impl QemuDomain {
                     .def
                     .disks
                     .iter()
+                    .filter(|d| only.is_none_or(|o| o.contains(&d.target)))
                     .filter_map(|d| live.get(&d.target))
                     .filter(|d| d.snapshots.iter().any(|(n, _)| n == name))
                     .collect();
@@ -1320,6 +1326,37 @@ impl Hypervisor for QemuDomain {
         self.stream(disk, image, into).await.map_err(boxed)
     }
 
+    async fn load_checkpoint(
+        &self,
+        name: &str,
+        disks: &[String],
+        paused: bool,
+    ) -> Result<(), HypervisorError> {
+        let domain = domains::get(&self.layout, &self.name).map_err(|e| boxed(e.into()))?;
+        self.load_memory(
+            &domain,
+            &MemoryImage::Checkpoint(name.to_string()),
+            Some(disks),
+        )
+        .await
+        .map_err(boxed)?;
+        let qmp = self.monitor().await.map_err(boxed)?;
+        let status = qmp
+            .execute("query-status", None)
+            .await
+            .map_err(|e| boxed(e.into()))?;
+        let running = status.get("running").and_then(Value::as_bool) == Some(true);
+        let cmd = match (paused, running) {
+            (true, true) => Some("stop"),
+            (false, false) => Some("cont"),
+            _ => None,
+        };
+        if let Some(c) = cmd {
+            qmp.execute(c, None).await.map_err(|e| boxed(e.into()))?;
+        }
+        Ok(())
+    }
+
     async fn halt(&self) -> Result<(), HypervisorError> {
         self.finish_switchover().await.map_err(boxed)?;
         self.destroy().await.map_err(boxed)
@@ -1347,7 +1384,7 @@ impl Hypervisor for QemuDomain {
         .map_err(boxed)?;
         let loaded = async {
             if let Some(m) = memory {
-                self.load_memory(domain, m).await?;
+                self.load_memory(domain, m, None).await?;
                 if !paused {
                     self.resume_cpus().await?;
                 }

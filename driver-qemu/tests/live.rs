@@ -161,10 +161,23 @@ fn full_system_internal_checkpoint_restores_disks_and_ram() {
         f.scramble_ram_file(99);
         assert_ne!(f.ram_file_digest(), ram_then);
 
-        f.api()
+        // Running on the images that hold it: loaded in place, the QEMU
+        // process stays.
+        let pid = f.qemu().pid();
+        let plan = f
+            .api()
             .revert_to_snapshot(&f.name, "c1", RevertFlags::empty(), false, None)
             .await
             .expect("revert");
+        assert!(
+            matches!(
+                plan.steps.first(),
+                Some(Step::LoadCheckpoint { paused: false, .. })
+            ),
+            "{plan}"
+        );
+        assert!(!plan.has(&Step::StopDomain), "{plan}");
+        assert_eq!(f.qemu().pid(), pid, "same process");
         assert_eq!(state(&f).await, DomainState::Running);
         assert_eq!(f.ram_digest().await, ram_then, "RAM as at c1");
         f.check_disk("vda", 0x41).await;
@@ -175,6 +188,28 @@ fn full_system_internal_checkpoint_restores_disks_and_ram() {
             .await
             .expect("revert paused");
         assert_eq!(state(&f).await, DomainState::Paused);
+
+        // Shut off: started again with the checkpoint loaded.
+        f.write_disk("vda", 0x43).await;
+        f.stop().await;
+        let plan = f
+            .api()
+            .revert_to_snapshot(&f.name, "c1", RevertFlags::empty(), false, None)
+            .await
+            .expect("revert from shut off");
+        assert!(
+            plan.steps.iter().any(|s| matches!(
+                s,
+                Step::StartDomain {
+                    memory: Some(_),
+                    ..
+                }
+            )),
+            "{plan}"
+        );
+        assert_eq!(state(&f).await, DomainState::Running);
+        assert_eq!(f.ram_digest().await, ram_then, "RAM as at c1 after a start");
+        f.check_disk("vda", 0x41).await;
         f.stop().await;
     });
 }

@@ -414,6 +414,7 @@ fn needs_hypervisor(step: &Step) -> bool {
         | Step::DiskTransaction(_)
         | Step::StopDomain
         | Step::StartDomain { .. }
+        | Step::LoadCheckpoint { .. }
         | Step::DiscardManagedSave => true,
         Step::DiskSnapshot(d) | Step::RevertDisk(d) | Step::DeleteDiskSnapshot(d) => {
             d.by == Performer::Hypervisor
@@ -948,6 +949,15 @@ fn encode_finish_step(step: &Step, definition: Option<&str>) -> Option<String> {
         Step::SetCurrent(name) => vec!["set-current".into(), esc(name)],
         Step::StopDomain => vec!["stop-domain".into()],
         Step::DiscardManagedSave => vec!["discard-managed-save".into()],
+        Step::LoadCheckpoint {
+            name,
+            disks,
+            paused,
+        } => {
+            let mut v = vec!["load-checkpoint".into(), paused.to_string(), esc(name)];
+            v.extend(disks.iter().map(|d| esc(d)));
+            v
+        }
         Step::StartDomain { paused, memory } => vec![
             "start-domain".into(),
             paused.to_string(),
@@ -1036,6 +1046,14 @@ fn decode_finish_step(line: &str) -> Option<(Step, Option<String>)> {
         "set-current" => (Step::SetCurrent(rest.first()?.clone()), None),
         "stop-domain" => (Step::StopDomain, None),
         "discard-managed-save" => (Step::DiscardManagedSave, None),
+        "load-checkpoint" => (
+            Step::LoadCheckpoint {
+                paused: rest.first()?.parse().ok()?,
+                name: rest.get(1)?.clone(),
+                disks: rest.get(2..)?.to_vec(),
+            },
+            None,
+        ),
         "start-domain" => (
             Step::StartDomain {
                 paused: rest.first()?.parse().ok()?,
@@ -1423,6 +1441,16 @@ impl Executor<'_> {
                     return Ok(());
                 }
                 h.start(&domain, *paused, memory.as_ref())
+                    .await
+                    .map_err(|e| (None, e))
+            }
+            Step::LoadCheckpoint {
+                name,
+                disks,
+                paused,
+            } => {
+                let h = self.hypervisor(step).map_err(plain)?;
+                h.load_checkpoint(name, disks, *paused)
                     .await
                     .map_err(|e| (None, e))
             }

@@ -94,6 +94,14 @@ pub trait Hypervisor: Send + Sync {
         image: &str,
         into: &str,
     ) -> Result<bool, HypervisorError>;
+    /// Loads internal checkpoint `name` of `disks` into the running
+    /// domain in place, then leaves its CPUs paused or running.
+    async fn load_checkpoint(
+        &self,
+        name: &str,
+        disks: &[String],
+        paused: bool,
+    ) -> Result<(), HypervisorError>;
     /// Stops the domain after a snapshot (HALT): the guest is shut off.
     async fn halt(&self) -> Result<(), HypervisorError>;
     /// Stops the domain at once, whatever its guest does (a revert

@@ -267,8 +267,59 @@ fn revert_to_offline_snapshot_starts_the_domain_only_when_asked() {
 }
 
 #[test]
-fn revert_of_running_domain_stops_it_and_starts_it_with_the_snapshots_memory() {
+fn a_running_domain_loads_an_internal_checkpoint_of_its_own_images_in_place() {
     let f = two_qcow2(RUN);
+    let snap = taken("", CreateFlags::empty(), &two_qcow2(RUN));
+    for (flags, paused) in [
+        (RevertFlags::empty(), false),
+        (RevertFlags::PAUSED, true),
+        (RevertFlags::RUNNING, false),
+    ] {
+        let plan = plan_revert(&revert(snap.clone(), flags), &f).expect("planned");
+        assert_eq!(
+            plan.steps,
+            vec![
+                Step::LoadCheckpoint {
+                    name: "s1".into(),
+                    disks: vec!["vda".into(), "vdb".into()],
+                    paused,
+                },
+                Step::SetCurrent("s1".into()),
+            ],
+            "{flags:?}\n{plan}"
+        );
+        let after = if paused { DomainState::Paused } else { RUN };
+        assert_eq!(state_after(&plan), after);
+    }
+    // Not in place: shut off, no live internal snapshots, or an image a
+    // later external snapshot built on.
+    let mut off = two_qcow2(DomainState::Shutoff);
+    off.hypervisor = qemu();
+    let plan = plan_revert(&revert(snap.clone(), RevertFlags::empty()), &off).expect("planned");
+    assert!(
+        plan.steps
+            .iter()
+            .any(|s| matches!(s, Step::StartDomain { .. })),
+        "{plan}"
+    );
+    let mut no_live = two_qcow2(RUN);
+    no_live.disks[1].live.internal = false;
+    let plan = plan_revert(&revert(snap.clone(), RevertFlags::empty()), &no_live).expect("planned");
+    assert_eq!(plan.steps.first(), Some(&Step::StopDomain), "{plan}");
+}
+
+#[test]
+fn revert_of_running_domain_stops_it_and_starts_it_with_the_snapshots_memory() {
+    // The definition changed since: the checkpoint cannot be loaded into
+    // the running process, which is replaced.
+    let mut f = two_qcow2(RUN);
+    f.domain = snapshot_conf::Domain::parse(
+        &f.domain
+            .xml
+            .to_xml(true)
+            .replace("</domain>", "<description>changed</description></domain>"),
+    )
+    .expect("domain");
     // Taken running with memory: an internal checkpoint.
     let snap = taken("", CreateFlags::empty(), &two_qcow2(RUN));
     assert_eq!(snap.memory, Some(SnapshotMode::Internal));
@@ -363,8 +414,12 @@ fn revert_of_running_domain_to_snapshot_without_memory_leaves_it_shut_off() {
 /// by what their drivers can do offline, not in use.
 #[test]
 fn running_revert_judges_disks_by_offline_capabilities() {
-    let f = two_qcow2(RUN); // facts as a caller gathers them while it runs
+    let mut f = two_qcow2(RUN); // facts as a caller gathers them while it runs
     let snap = taken("", CreateFlags::empty(), &f);
+    // Not loadable in place (no live internal snapshots): stopped first.
+    for d in &mut f.disks {
+        d.live.internal = false;
+    }
     let plan = plan_revert(&revert(snap, RevertFlags::empty()), &f)
         .unwrap_or_else(|e| panic!("a running checkpoint can be reverted to: {e}"));
     assert_eq!(plan.steps[0], Step::StopDomain);

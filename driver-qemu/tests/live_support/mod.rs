@@ -284,12 +284,19 @@ impl Fixture {
     }
 
     /// Replaces the RAM file's content (a restored guest must not see it).
+    /// Written in place, never truncated: QEMU maps the file, and a
+    /// mapping whose file shrinks kills it (SIGBUS).
     pub fn scramble_ram_file(&self, seed: u64) {
-        std::fs::write(
-            &self.ram,
-            random_bytes(seed, usize::try_from(RAM_MIB << 20).expect("fits")),
-        )
-        .expect("ram file");
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.ram)
+            .expect("ram file");
+        file.write_all(&random_bytes(
+            seed,
+            usize::try_from(RAM_MIB << 20).expect("fits"),
+        ))
+        .expect("ram file written");
     }
 
     /// The domain's current source of `target`.

@@ -14,6 +14,11 @@
 //! (it then holds only what was written since the last snapshot: what a
 //! revert discards).
 //!
+//! A running domain going back to an internal system checkpoint of the
+//! images it runs on, under the same definition, is not stopped: the
+//! hypervisor loads the checkpoint in place (`snapshot-load`), which takes
+//! a fraction of a restart.
+//!
 //! Going back inside an image that later external snapshots built
 //! overlays on would change their data: refused, with the way out.
 
@@ -171,6 +176,32 @@ pub fn plan_revert(request: &RevertRequest, facts: &DomainFacts) -> Result<Plan,
             ),
             "pass --running or --paused",
         ));
+    }
+
+    if let (Some(MemoryImage::Checkpoint(_)), Some(paused)) = (&memory, start)
+        && let Some(disks) = in_place_disks(request, facts, snap_domain)
+    {
+        let steps = vec![
+            Step::LoadCheckpoint {
+                name: name.clone(),
+                disks,
+                paused,
+            },
+            Step::SetCurrent(name.clone()),
+        ];
+        return Ok(Plan {
+            kind: PlanKind::Revert,
+            domain: domain_name,
+            snapshot: name,
+            summary: format!(
+                "snapshot state {state}; domain now {}, afterwards {}; loaded in place",
+                facts.state.as_str(),
+                if paused { "paused" } else { "running" }
+            ),
+            steps,
+            def: None,
+            notes,
+        });
     }
 
     let mut steps = Vec::new();
@@ -411,6 +442,57 @@ pub fn plan_revert(request: &RevertRequest, facts: &DomainFacts) -> Result<Plan,
     })
 }
 
+/// The disks of an internal checkpoint the running domain can load in
+/// place: the domain runs, its definition is the one the snapshot
+/// recorded, every disk the checkpoint covers still uses the image that
+/// holds it and the hypervisor can snapshot it internally, and no later
+/// external snapshot built on those images. `None` otherwise (the domain
+/// is then stopped and started again).
+fn in_place_disks(
+    request: &RevertRequest,
+    facts: &DomainFacts,
+    snap_domain: &snapshot_conf::DomainDef,
+) -> Option<Vec<String>> {
+    let snap = &request.snapshot;
+    if !facts.state.is_active() || !facts.hypervisor.snapshot_save {
+        return None;
+    }
+    match &snap.domain {
+        Some(EmbeddedDomain::Full(d)) if d.xml == facts.domain.xml => {}
+        _ => return None,
+    }
+    let state = snap.state?;
+    let mut disks = Vec::new();
+    for d in &snap_domain.disks {
+        let mode = if snap.disks.is_empty() {
+            default_mode(snap, state)
+        } else {
+            snap.disks
+                .iter()
+                .find(|sd| sd.name == d.target)
+                .and_then(|sd| sd.mode)
+                .unwrap_or(XmlMode::No)
+        };
+        match mode {
+            XmlMode::Internal => {
+                let image = source_label(&d.source);
+                let current = facts.domain.def.disk_by_target(&d.target)?;
+                let live = facts.disk(&d.target)?.live;
+                if source_label(&current.source) != image
+                    || !live.internal
+                    || request.backing_images.contains(&image)
+                {
+                    return None;
+                }
+                disks.push(d.target.clone());
+            }
+            XmlMode::No => {}
+            XmlMode::External | XmlMode::Manual => return None,
+        }
+    }
+    (!disks.is_empty()).then_some(disks)
+}
+
 /// The mode of a disk a snapshot without `<disks>` covered.
 fn default_mode(snap: &DomainSnapshotDef, state: SnapshotState) -> XmlMode {
     if snap.is_external() || state == SnapshotState::DiskSnapshot {
@@ -424,7 +506,7 @@ fn default_mode(snap: &DomainSnapshotDef, state: SnapshotState) -> XmlMode {
 #[must_use]
 pub fn state_after(plan: &Plan) -> DomainState {
     match plan.steps.iter().rev().find_map(|s| match s {
-        Step::StartDomain { paused, .. } => Some(*paused),
+        Step::StartDomain { paused, .. } | Step::LoadCheckpoint { paused, .. } => Some(*paused),
         _ => None,
     }) {
         Some(true) => DomainState::Paused,

@@ -222,6 +222,17 @@ pub enum Step {
     RevertDisk(DiskStep),
     /// Replace the domain definition by the snapshot's.
     RestoreDefinition,
+    /// Load internal checkpoint `name` into the running domain in place
+    /// (QMP `snapshot-load`: memory and `disks` go back, the process
+    /// stays), then leave the guest paused or running.
+    LoadCheckpoint {
+        /// The checkpoint.
+        name: String,
+        /// The disks it covers.
+        disks: Vec<String>,
+        /// Leave the CPUs paused afterwards.
+        paused: bool,
+    },
     /// Start the domain, loading the snapshot's memory when it has some.
     StartDomain {
         /// Leave the CPUs paused.
@@ -298,6 +309,7 @@ impl Step {
             | Self::DiscardManagedSave
             | Self::RevertDisk(_)
             | Self::StartDomain { .. }
+            | Self::LoadCheckpoint { .. }
             | Self::DiscardImage { .. }
             | Self::DeleteDiskSnapshot(_)
             | Self::MergeImage { .. }
@@ -385,6 +397,16 @@ impl fmt::Display for Step {
                 ),
             },
             Self::RestoreDefinition => f.write_str("the domain definition becomes the snapshot's"),
+            Self::LoadCheckpoint {
+                name,
+                disks,
+                paused,
+            } => write!(
+                f,
+                "load internal checkpoint '{name}' (memory, {}) into the running domain in place, then leave it {} (by the hypervisor, snapshot-load)",
+                disks.join(", "),
+                if *paused { "paused" } else { "running" }
+            ),
             Self::StartDomain { paused, memory } => {
                 f.write_str("start the domain")?;
                 if let Some(m) = memory {
