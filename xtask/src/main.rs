@@ -1,12 +1,14 @@
 //! The `cargo xtask` command line: parses the subcommand and hands it to the
-//! module that owns it (`test`, `bench`, `deps`, `man`). Errors end up here and are
-//! printed once, as `error: ...`, with a non-zero exit code.
+//! module that owns it (`test`, `bench`, `deps`, `man`, `testvm`). Errors
+//! end up here and are printed once, as `error: ...`, with a non-zero exit
+//! code.
 
 mod bench;
 mod cmd;
 mod deps;
 mod man;
 mod test;
+mod testvm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +60,12 @@ enum Task {
         /// Where to write them (default: target/man).
         out_dir: Option<PathBuf>,
     },
+    /// Build the Linux test guest (LVM, btrfs, qemu-guest-agent) the
+    /// `testvm` crate boots, or print where it is.
+    Testvm {
+        #[command(subcommand)]
+        task: testvm::Task,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,6 +83,7 @@ fn main() -> ExitCode {
         Task::Bench { name, bench_args } => bench::run(name.as_deref(), &bench_args),
         Task::Deps { no_install } => deps::ensure(deps::Install::from_no_install(no_install)),
         Task::Man { out_dir } => man::run(out_dir.as_deref()),
+        Task::Testvm { task } => testvm::run(&task),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! `cargo xtask test`, the project's test command and exactly what CI runs:
-//! system packages, `cargo fmt --check`, `cargo clippy -D warnings`, then all
-//! tests (nextest when installed, plus doctests; `cargo test` otherwise).
+//! system packages, `cargo fmt --check`, `cargo clippy -D warnings`, the
+//! Linux test guest (built unless cached), then all tests (nextest when
+//! installed, plus doctests; `cargo test` otherwise).
 //! Stops at the first failing step and ends with the time of each step.
 
 use std::process::Command;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 
-use crate::{cmd, deps};
+use crate::{cmd, deps, testvm};
 
 /// Environment variable that makes tests fail, instead of skip, when the
 /// backend they need (a system tool, a device) is missing.
@@ -54,6 +55,10 @@ fn run_steps(options: &Options, steps: &mut Steps) -> Result<()> {
             ]))
         })?;
     }
+
+    // The guest tests (LVM, qemu-guest-agent) need it; with backends
+    // required they fail without it. Cached: instant after the first build.
+    steps.run("testvm", || testvm::ensure_built().map(drop))?;
 
     if nextest_available() {
         // Doctests first, so the run closes on nextest's summary line.
