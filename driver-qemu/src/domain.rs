@@ -313,6 +313,37 @@ impl QemuDomain {
         Ok(launch::start(domain, &self.paths, mode).await?)
     }
 
+    /// Starts `domain` (this definition, not necessarily the stored one)
+    /// in `mode`, loads `memory`, and leaves the CPUs paused or running.
+    /// A QEMU that fails to load the memory is stopped again.
+    ///
+    /// # Errors
+    /// It runs already, QEMU refused, or the memory did not load.
+    pub async fn start_with(
+        &self,
+        domain: &Domain,
+        mode: StartMode,
+        memory: Option<&MemoryImage>,
+        paused: bool,
+    ) -> Result<(), RuntimeError> {
+        self.launch(domain, mode).await?;
+        let loaded = async {
+            if let Some(m) = memory {
+                self.load_memory(domain, m, None).await?;
+                if !paused {
+                    self.resume_cpus().await?;
+                }
+            }
+            Ok::<(), RuntimeError>(())
+        }
+        .await;
+        if let Err(e) = loaded {
+            let _ = self.destroy().await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Stops QEMU at once (`virsh destroy`): `quit`, then SIGKILL if it
     /// lingers. Nothing to do when it does not run.
     ///
@@ -1372,31 +1403,13 @@ impl Hypervisor for QemuDomain {
         paused: bool,
         memory: Option<&MemoryImage>,
     ) -> Result<(), HypervisorError> {
-        let incoming = matches!(memory, Some(MemoryImage::File(_)));
-        self.launch(
-            domain,
-            StartMode {
-                paused: paused || memory.is_some(),
-                incoming,
-            },
-        )
-        .await
-        .map_err(boxed)?;
-        let loaded = async {
-            if let Some(m) = memory {
-                self.load_memory(domain, m, None).await?;
-                if !paused {
-                    self.resume_cpus().await?;
-                }
-            }
-            Ok::<(), RuntimeError>(())
-        }
-        .await;
-        if let Err(e) = loaded {
-            let _ = self.destroy().await;
-            return Err(boxed(e));
-        }
-        Ok(())
+        let mode = StartMode {
+            paused: paused || memory.is_some(),
+            incoming: matches!(memory, Some(MemoryImage::File(_))),
+        };
+        self.start_with(domain, mode, memory, paused)
+            .await
+            .map_err(boxed)
     }
 }
 

@@ -32,6 +32,7 @@ pub mod qcow2;
 pub mod qemu_img;
 pub mod qga;
 pub mod qmp;
+pub mod save;
 
 use std::fs;
 use std::io;

@@ -38,7 +38,10 @@ fn quiesced_snapshots_freeze_the_guest_for_the_transaction_and_always_thaw() {
         .enable_all()
         .build()
         .expect("runtime");
-    let dir = tempfile::Builder::new().prefix("vq").tempdir_in("/tmp").expect("dir");
+    let dir = tempfile::Builder::new()
+        .prefix("vq")
+        .tempdir_in("/tmp")
+        .expect("dir");
     let layout = Layout::new(dir.path().join("s"));
     rt.block_on(async {
         let domain = QemuDomain::new(&layout, "tvm")

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use driver_qemu::domain::QemuDomain;
-use snapshot_core::plan::DomainState;
+use snapshot_core::plan::{CreateFlags, DomainState, RevertFlags};
 use snapshot_core::store::Layout;
 use snapshot_core::store::domains::{self, DomainError, SnapshotMetadata};
 
@@ -41,6 +41,42 @@ pub enum DomainCommand {
     /// Adopt a QEMU started by something else, through its QMP socket (a
     /// definition is made from its disks when NAME is not defined).
     Attach(AttachArgs),
+    /// Save a running domain's memory to a file and stop it
+    /// (virDomainSaveFlags: --disks snapshots its disks with it,
+    /// --resume keeps it running, --quiesce freezes its filesystems).
+    Save(SaveArgs),
+    /// Start a domain from a file `save` wrote (its disks go back to the
+    /// snapshot taken with it, when saved with --disks).
+    Restore(RestoreArgs),
+}
+
+/// `save`.
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Domain name.
+    domain: String,
+    /// The file to write (never overwritten).
+    file: PathBuf,
+    /// Also snapshot its disks (a snapshot named save-TIME holds them),
+    /// so the save stays usable whatever the guest writes afterwards.
+    #[arg(long)]
+    disks: bool,
+    /// Keep the domain running afterwards.
+    #[arg(long)]
+    resume: bool,
+    /// Freeze the guest's filesystems (guest agent) while saving.
+    #[arg(long)]
+    quiesce: bool,
+}
+
+/// `restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The file `save` wrote.
+    file: PathBuf,
+    /// Leave the domain paused.
+    #[arg(long)]
+    paused: bool,
 }
 
 /// A verb taking one domain.
@@ -116,6 +152,10 @@ enum CmdError {
     Layout(#[from] snapshot_core::store::LayoutError),
     #[error(transparent)]
     Runtime(#[from] driver_qemu::domain::RuntimeError),
+    #[error(transparent)]
+    Save(#[from] driver_qemu::save::SaveError),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot_core::domain_api::DomainApiError),
     #[error("cannot start the async runtime: {0}")]
     Tokio(std::io::Error),
     #[error("domain '{0}' is running; destroy it first")]
@@ -151,6 +191,64 @@ fn execute(cmd: &DomainCommand) -> Result<String, CmdError> {
         .build()
         .map_err(CmdError::Tokio)?;
     runtime.block_on(execute_in(cmd, &layout))
+}
+
+async fn save(layout: &Layout, a: &SaveArgs) -> Result<String, CmdError> {
+    if !a.disks {
+        if a.resume {
+            eprintln!(
+                "virtsnap: warning: --resume without --disks: the save is useless once the guest writes its disks"
+            );
+        }
+        driver_qemu::save::save(layout, &a.domain, &a.file, a.resume, a.quiesce).await?;
+        return Ok(format!(
+            "Domain '{}' saved to {}\n",
+            a.domain,
+            a.file.display()
+        ));
+    }
+    let file = std::path::absolute(&a.file).map_err(|source| CmdError::Read {
+        path: a.file.clone(),
+        source,
+    })?;
+    let name = format!(
+        "save-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    );
+    let state = QemuDomain::new(layout, &a.domain).domain_state().await?;
+    let xml = format!(
+        "<domainsnapshot><name>{name}</name><memory snapshot='external' file='{}'/></domainsnapshot>",
+        xml_escape(&file.to_string_lossy())
+    );
+    let mut flags = CreateFlags::empty();
+    flags.set(CreateFlags::QUIESCE, a.quiesce);
+    flags.set(CreateFlags::HALT, !a.resume);
+    crate::vol_cmd::domain_api(layout)
+        .snapshot_create_xml(&a.domain, Some(&xml), flags, false, None)
+        .await?;
+    let domain = domains::get(layout, &a.domain)?;
+    driver_qemu::save::append_trailer(
+        &file,
+        &driver_qemu::save::SaveInfo {
+            domain: a.domain.clone(),
+            xml: domain.xml.to_xml(true),
+            snapshot: Some(name.clone()),
+            running: state == DomainState::Running,
+        },
+    )?;
+    Ok(format!(
+        "Domain '{}' saved to {} with its disks (snapshot {name})\n",
+        a.domain,
+        a.file.display()
+    ))
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('\'', "&apos;")
 }
 
 async fn states(layout: &Layout, names: &[String]) -> Vec<DomainState> {
@@ -233,6 +331,27 @@ async fn execute_in(cmd: &DomainCommand, layout: &Layout) -> Result<String, CmdE
                 ));
             }
             Ok(out)
+        }
+        DomainCommand::Save(a) => save(&layout, a).await,
+        DomainCommand::Restore(a) => {
+            let info = driver_qemu::save::read_trailer(&a.file)?;
+            if let Some(snapshot) = &info.snapshot {
+                let flags = if a.paused {
+                    RevertFlags::PAUSED
+                } else {
+                    RevertFlags::empty()
+                };
+                crate::vol_cmd::domain_api(&layout)
+                    .revert_to_snapshot(&info.domain, snapshot, flags, false, None)
+                    .await?;
+            } else {
+                driver_qemu::save::restore(&layout, &a.file, a.paused).await?;
+            }
+            Ok(format!(
+                "Domain '{}' restored from {}\n",
+                info.domain,
+                a.file.display()
+            ))
         }
         DomainCommand::Attach(a) => {
             let d = qemu(&a.domain).attach(&a.qmp, a.agent.as_deref()).await?;
