@@ -633,6 +633,46 @@ impl QemuDomain {
         Ok(())
     }
 
+    /// Cancels a memory save this process does not own (one a crashed
+    /// virtsnap left waiting at switchover): resuming the guest is the
+    /// undo of the whole snapshot, and QEMU would refuse `cont` with a
+    /// migration in flight.
+    async fn cancel_stray_migration(&self) -> Result<(), RuntimeError> {
+        let qmp = self.monitor().await?;
+        let status = |m: &Value| {
+            m.get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let m = qmp.execute("query-migrate", None).await?;
+        if !matches!(
+            status(&m).as_str(),
+            "setup" | "active" | "pre-switchover" | "device" | "wait-unplug"
+        ) {
+            return Ok(());
+        }
+        tracing::warn!(status = %status(&m), "cancelling a memory save left in flight");
+        qmp.execute("migrate_cancel", None).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let m = qmp.execute("query-migrate", None).await?;
+            if matches!(
+                status(&m).as_str(),
+                "cancelled" | "failed" | "completed" | ""
+            ) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(RuntimeError::Failed {
+                    what: "cancelling a memory save left in flight".into(),
+                    why: format!("still {}", status(&m)),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     async fn transaction(&self, name: &str, disks: &[DiskStep]) -> Result<(), RuntimeError> {
         let qmp = self.monitor().await?;
         let live = self.live_disks().await?;
@@ -1229,6 +1269,7 @@ impl Hypervisor for QemuDomain {
 
     async fn resume(&self) -> Result<(), HypervisorError> {
         self.finish_switchover().await.map_err(boxed)?;
+        self.cancel_stray_migration().await.map_err(boxed)?;
         self.resume_cpus().await.map_err(boxed)
     }
 

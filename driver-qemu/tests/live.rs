@@ -542,3 +542,29 @@ fn a_full_disk_under_the_memory_file_fails_the_save_and_resumes_the_guest() {
         f.stop().await;
     });
 }
+
+#[test]
+fn resuming_after_a_crashed_save_cancels_the_migration_left_at_switchover() {
+    if !backend_ready("stray_migration") {
+        return;
+    }
+    rt().block_on(async {
+        use snapshot_core::hypervisor::Hypervisor as _;
+        let f = Fixture::new(1, false);
+        f.qemu().start_domain(false).await.expect("start");
+        let mem = f.dir.path().join("stray.mem");
+        {
+            // What a virtsnap killed at switchover leaves: a migration
+            // waiting in pre-switchover, the guest paused.
+            let d = f.qemu();
+            d.save_memory(&mem, snapshot_core::plan::MemorySave::Live)
+                .await
+                .expect("save to switchover");
+            assert_eq!(d.domain_state().await.expect("state"), DomainState::Paused);
+        }
+        // A new process (a new handle) undoes the pause.
+        f.qemu().resume().await.expect("resume");
+        assert_eq!(state(&f).await, DomainState::Running);
+        f.stop().await;
+    });
+}
