@@ -162,8 +162,11 @@ enum UndoRecord {
         name: String,
         disks: Vec<String>,
     },
+    /// The memory file; with `resume`, the save paused the guest itself
+    /// (live: at switchover) and undoing it resumes the guest.
     MemoryFile {
         file: String,
+        resume: bool,
     },
     Transaction {
         name: String,
@@ -222,7 +225,13 @@ impl UndoRecord {
                 v.extend(disks.iter().map(|d| esc(d)));
                 v
             }
-            Self::MemoryFile { file } => vec!["memory-file".into(), esc(file)],
+            Self::MemoryFile { file, resume } => {
+                let mut v = vec!["memory-file".into(), esc(file)];
+                if *resume {
+                    v.push("resume".into());
+                }
+                v
+            }
             Self::Transaction { name, disks } => {
                 let mut v = vec!["transaction".to_string(), esc(name)];
                 v.extend(disks.iter().flat_map(disk_step_fields));
@@ -256,7 +265,10 @@ impl UndoRecord {
                 name: get(1)?,
                 disks: f.get(2..)?.to_vec(),
             },
-            "memory-file" => Self::MemoryFile { file: get(1)? },
+            "memory-file" => Self::MemoryFile {
+                file: get(1)?,
+                resume: f.get(2).is_some_and(|r| r == "resume"),
+            },
             "transaction" => {
                 let name = get(1)?;
                 let disks = f
@@ -633,7 +645,10 @@ impl Executor<'_> {
                 name: name.to_string(),
                 disks: disks.clone(),
             }),
-            Step::SaveMemory { file, .. } => Some(UndoRecord::MemoryFile { file: file.clone() }),
+            Step::SaveMemory { file, how } => Some(UndoRecord::MemoryFile {
+                file: file.clone(),
+                resume: *how != crate::plan::MemorySave::Paused,
+            }),
             Step::DiskTransaction(disks) => Some(UndoRecord::Transaction {
                 name: name.to_string(),
                 disks: disks.clone(),
@@ -815,11 +830,19 @@ impl Executor<'_> {
                     .delete_memory_internal(name, disks)
                     .await?;
             }
-            UndoRecord::MemoryFile { file } => match std::fs::remove_file(file) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Box::new(e)),
-            },
+            UndoRecord::MemoryFile { file, resume } => {
+                match std::fs::remove_file(file) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Box::new(e)),
+                }
+                if *resume
+                    && let Some(h) = self.hypervisor
+                    && h.state().await?.is_active()
+                {
+                    h.resume().await?;
+                }
+            }
             UndoRecord::Transaction { name, disks } => {
                 self.hypervisor
                     .ok_or("no hypervisor is connected to undo the disk transaction")?
@@ -1589,6 +1612,11 @@ mod tests {
             },
             UndoRecord::MemoryFile {
                 file: "/mem/s1".into(),
+                resume: false,
+            },
+            UndoRecord::MemoryFile {
+                file: "/mem/s2".into(),
+                resume: true,
             },
             UndoRecord::Transaction {
                 name: "s1".into(),
