@@ -588,12 +588,21 @@ impl QemuDomain {
             .create_new(true)
             .open(file)
             .map_err(io_err("cannot create the memory file", file))?;
+        let background = how == MemorySave::Background;
         let result = async {
-            let live = how != MemorySave::Paused;
-            // At switchover the migration waits for us: the disk steps
-            // run there, then `resume` lets it finish.
-            self.set_migration_caps(&qmp, &[("pause-before-switchover", live)])
-                .await?;
+            // Live: at switchover the migration waits for us, the disk
+            // steps run there, then `resume` lets it finish. Background:
+            // QEMU captures the paused guest, resumes it at once and
+            // writes RAM as the guest runs (the disks were taken before).
+            let live = how == MemorySave::Live;
+            self.set_migration_caps(
+                &qmp,
+                &[
+                    ("pause-before-switchover", live),
+                    ("background-snapshot", background),
+                ],
+            )
+            .await?;
             let fdname = job_id("mem");
             qmp.execute_with_fd("getfd", Some(json!({ "fdname": fdname })), out.as_fd())
                 .await?;
@@ -606,11 +615,42 @@ impl QemuDomain {
             Ok::<(), RuntimeError>(())
         }
         .await;
+        if background {
+            // Off again: a later save of another kind must not inherit it.
+            let _ = self
+                .set_migration_caps(&qmp, &[("background-snapshot", false)])
+                .await;
+        }
         if result.is_err() {
             let _ = qmp.execute("migrate_cancel", None).await;
             let _ = std::fs::remove_file(file);
         }
         result
+    }
+
+    /// Whether QEMU takes a background snapshot of this guest's memory
+    /// (it needs write-protectable anonymous RAM: a file-backed RAM
+    /// refuses): the capability is tried and switched off again.
+    async fn background_allowed(&self, qmp: &Qmp) -> bool {
+        if !qmp.version().at_least(6, 0) {
+            return false;
+        }
+        let on = self
+            .set_migration_caps(
+                qmp,
+                &[
+                    ("pause-before-switchover", false),
+                    ("background-snapshot", true),
+                ],
+            )
+            .await
+            .is_ok();
+        if on {
+            let _ = self
+                .set_migration_caps(qmp, &[("background-snapshot", false)])
+                .await;
+        }
+        on
     }
 
     /// Lets a live save waiting at switchover finish, with the guest
@@ -1230,11 +1270,9 @@ impl Hypervisor for QemuDomain {
                 Err(_) => AgentState::Disconnected,
             },
         };
-        Ok(LiveFacts {
-            caps: caps_of(version),
-            agent,
-            disks,
-        })
+        let mut caps = caps_of(version);
+        caps.background_snapshot = self.background_allowed(&qmp).await;
+        Ok(LiveFacts { caps, agent, disks })
     }
 
     async fn offline_caps(&self, _domain: &Domain) -> HypervisorCaps {
@@ -1458,8 +1496,7 @@ fn caps_of(version: QemuVersion) -> HypervisorCaps {
     HypervisorCaps {
         snapshot_save: version.at_least(6, 0),
         memory_to_file: true,
-        // Not offered yet: QEMU 7.2 restarts the guest when a background
-        // snapshot begins, before the disks could be taken at that point.
+        // Asked of the running QEMU (it depends on the guest's memory).
         background_snapshot: false,
         transaction: true,
     }

@@ -568,3 +568,59 @@ fn resuming_after_a_crashed_save_cancels_the_migration_left_at_switchover() {
         f.stop().await;
     });
 }
+
+#[test]
+fn a_background_memory_save_takes_the_disks_first_and_lets_the_guest_run() {
+    if !backend_ready("background_save") {
+        return;
+    }
+    rt().block_on(async {
+        // Anonymous RAM: QEMU can write-protect it.
+        let f = Fixture::with(2, false, false);
+        f.qemu().start_domain(false).await.expect("start");
+        let facts = f
+            .api()
+            .facts(&snapshot_core::store::domains::get(&f.layout, "g").expect("domain"))
+            .await
+            .expect("facts");
+        assert!(facts.hypervisor.background_snapshot, "anonymous RAM allows it");
+        f.write_disk("vda", 0xa1).await;
+        let mem = f.dir.path().join("b.mem");
+        let xml = format!(
+            "<domainsnapshot><name>b</name><memory snapshot='external' file='{}'/>\
+             <disks><disk name='vda' snapshot='external'/><disk name='vdb' snapshot='external'/></disks>\
+             </domainsnapshot>",
+            mem.display()
+        );
+        let plan = create(&f, &xml, CreateFlags::LIVE).await;
+        let save = plan
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::SaveMemory { how: snapshot_core::plan::MemorySave::Background, .. }))
+            .unwrap_or_else(|| panic!("background save expected:\n{plan}"));
+        let tx = plan
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::DiskTransaction(_)))
+            .expect("transaction");
+        assert!(tx < save, "{plan}");
+        assert!(mem.metadata().expect("memory file").len() > 0);
+        assert_eq!(state(&f).await, DomainState::Running);
+        f.write_disk("vda", 0xa2).await;
+        // A second save of another kind is not a background one.
+        let mem2 = f.dir.path().join("p.mem");
+        create(
+            &f,
+            &format!("<domainsnapshot><name>p</name><memory snapshot='external' file='{}'/></domainsnapshot>", mem2.display()),
+            CreateFlags::empty(),
+        )
+        .await;
+        f.api()
+            .revert_to_snapshot(&f.name, "b", RevertFlags::empty(), false, None)
+            .await
+            .expect("revert");
+        assert_eq!(state(&f).await, DomainState::Running);
+        f.check_disk("vda", 0xa1).await;
+        f.stop().await;
+    });
+}

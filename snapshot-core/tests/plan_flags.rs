@@ -139,12 +139,28 @@ fn live_saves_memory_without_pausing_and_only_to_a_file() {
     f.hypervisor.background_snapshot = true;
     let plan = plan_create(&request(MEM_EXT, CreateFlags::LIVE), &f).expect("background");
     assert_eq!(plan.steps[0], Step::Pause);
+    // The background save lets the guest run at once: disks first.
+    assert!(matches!(plan.steps[1], Step::DiskTransaction(_)), "{plan}");
     assert_eq!(
-        plan.steps[1],
+        plan.steps[2],
         Step::SaveMemory {
             file: "/mem/s1".into(),
             how: MemorySave::Background
         }
+    );
+    // Not for a paused guest (the save would start it).
+    let mut paused = two_qcow2(DomainState::Paused);
+    paused.hypervisor.background_snapshot = true;
+    let plan = plan_create(&request(MEM_EXT, CreateFlags::LIVE), &paused).expect("paused");
+    assert!(
+        !plan.steps.iter().any(|s| matches!(
+            s,
+            Step::SaveMemory {
+                how: MemorySave::Background,
+                ..
+            }
+        )),
+        "{plan}"
     );
 
     for (inner, flags, state) in [

@@ -119,8 +119,14 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    /// Defines the domain (not started).
+    /// Defines the domain (not started), its RAM from the random file.
     pub fn new(disks: usize, agent: bool) -> Self {
+        Self::with(disks, agent, true)
+    }
+
+    /// The same; with `file_ram` false, the guest has ordinary anonymous
+    /// RAM (which background snapshots need).
+    pub fn with(disks: usize, agent: bool, file_ram: bool) -> Self {
         // Short paths: the sockets live under the state directory.
         let dir = tempfile::Builder::new()
             .prefix("vs")
@@ -162,17 +168,24 @@ impl Fixture {
         } else {
             ""
         };
+        let backend = if file_ram {
+            format!(
+                "<qemu:commandline>\
+                   <qemu:arg value='-object'/><qemu:arg value='memory-backend-file,id=ram0,mem-path={},size={RAM_MIB}M,share=off'/>\
+                   <qemu:arg value='-machine'/><qemu:arg value='memory-backend=ram0'/>\
+                 </qemu:commandline>",
+                ram.display()
+            )
+        } else {
+            String::new()
+        };
         let xml = format!(
             "<domain type='{kind}' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\
              <name>g</name><memory unit='MiB'>{RAM_MIB}</memory><vcpu>1</vcpu>\
              <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{}</kernel></os>\
              <devices>{xml_disks}{channel}</devices>\
-             <qemu:commandline>\
-               <qemu:arg value='-object'/><qemu:arg value='memory-backend-file,id=ram0,mem-path={},size={RAM_MIB}M,share=off'/>\
-               <qemu:arg value='-machine'/><qemu:arg value='memory-backend=ram0'/>\
-             </qemu:commandline></domain>",
+             {backend}</domain>",
             stub_kernel().display(),
-            ram.display()
         );
         domains::define(&layout, &xml).expect("define");
         Self {

@@ -626,9 +626,15 @@ impl<'a> Creation<'a> {
                         "take an internal checkpoint (<memory snapshot='internal'/>) or a disk-only snapshot",
                     ));
                 }
+                // A background save resumes the guest as soon as it has
+                // started: only for a running guest with nothing left to
+                // do while it stands still.
                 let how = if !flags.contains(CreateFlags::LIVE) {
                     MemorySave::Paused
-                } else if self.facts.hypervisor.background_snapshot {
+                } else if self.facts.hypervisor.background_snapshot
+                    && self.facts.state == DomainState::Running
+                    && manual.is_empty()
+                {
                     MemorySave::Background
                 } else {
                     MemorySave::Live
@@ -661,11 +667,27 @@ impl<'a> Creation<'a> {
             if cpus_running && needs_pause {
                 steps.push(Step::Pause);
             }
-            steps.extend(memory_step);
+            let background = matches!(
+                memory_step,
+                Some(Step::SaveMemory {
+                    how: MemorySave::Background,
+                    ..
+                })
+            );
+            // Memory and disks are taken at one pause. A live save pauses
+            // at its end (switchover), so the disks follow it; a
+            // background save captures the guest at its start and lets it
+            // run at once, so the disks go first.
+            if !background {
+                steps.extend(memory_step.clone());
+            }
             if !transaction.is_empty() {
                 steps.push(Step::DiskTransaction(transaction));
             }
             steps.extend(driver_steps.into_iter().map(Step::DiskSnapshot));
+            if background {
+                steps.extend(memory_step);
+            }
             if !changes.is_empty() {
                 steps.push(Step::UpdateDomain(changes));
             }
