@@ -624,3 +624,58 @@ fn a_background_memory_save_takes_the_disks_first_and_lets_the_guest_run() {
         f.stop().await;
     });
 }
+
+#[test]
+fn deleting_a_snapshot_with_two_children_streams_the_running_one_and_rebases_the_other() {
+    if !backend_ready("delete_two_children") {
+        return;
+    }
+    rt().block_on(async {
+        let f = Fixture::new(1, false);
+        f.qemu().start_domain(false).await.expect("start");
+        f.write_disk("vda", 0xb1).await;
+        let base = f.source("vda");
+        create(
+            &f,
+            "<domainsnapshot><name>e1</name></domainsnapshot>",
+            CreateFlags::DISK_ONLY,
+        )
+        .await;
+        f.write_disk("vda", 0xb2).await;
+        create(
+            &f,
+            "<domainsnapshot><name>e2</name></domainsnapshot>",
+            CreateFlags::DISK_ONLY,
+        )
+        .await;
+        // Back to e1: a second branch grows on the base image.
+        f.api()
+            .revert_to_snapshot(&f.name, "e1", RevertFlags::RUNNING, false, None)
+            .await
+            .expect("revert e1");
+        f.write_disk("vda", 0xb3).await;
+        let plan = f
+            .api()
+            .snapshot_delete(&f.name, "e1", ChildPolicy::Rebase, false, false, None)
+            .await
+            .expect("delete e1");
+        assert!(
+            plan.steps.iter().any(|s| matches!(
+                s,
+                Step::RebaseImages { children, by: snapshot_core::plan::Performer::Hypervisor, .. }
+                    if children.len() == 2
+            )),
+            "{plan}"
+        );
+        assert!(!std::path::Path::new(&base).exists(), "{base} removed");
+        assert_eq!(state(&f).await, DomainState::Running);
+        f.check_disk("vda", 0xb3).await;
+        // The other branch kept its data.
+        f.api()
+            .revert_to_snapshot(&f.name, "e2", RevertFlags::RUNNING, false, None)
+            .await
+            .expect("revert e2");
+        f.check_disk("vda", 0xb2).await;
+        f.stop().await;
+    });
+}
