@@ -36,6 +36,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a graceful stop may take before QEMU is killed.
 const QUIT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The bandwidth of a memory save to a file, bytes/s: unlimited in
+/// effect (the disk is the limit).
+const FILE_BANDWIDTH: u64 = 1 << 50;
+
+/// The longest pause a live memory save aims for at switchover, ms.
+const SWITCHOVER_PAUSE_MS: u64 = 20;
+
+/// After this long without converging, a live save accepts a longer
+/// pause (a guest that dirties memory faster than the disk writes it).
+const CONVERGE_AFTER: Duration = Duration::from_secs(10);
+
 /// How long a memory save or a snapshot job may take.
 const JOB_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -530,8 +541,20 @@ impl QemuDomain {
     /// Waits for the running migration to complete (or fail) by polling
     /// `query-migrate`; on `pre-switchover` returns that status.
     async fn wait_migration(&self, qmp: &Qmp, what: &str) -> Result<String, RuntimeError> {
-        let deadline = tokio::time::Instant::now() + JOB_TIMEOUT;
+        let started = tokio::time::Instant::now();
+        let deadline = started + JOB_TIMEOUT;
+        let mut relaxed = false;
         loop {
+            if !relaxed && started.elapsed() > CONVERGE_AFTER {
+                // Never converging is worse than a longer pause.
+                relaxed = true;
+                let _ = qmp
+                    .execute(
+                        "migrate-set-parameters",
+                        Some(json!({ "downtime-limit": 1000 })),
+                    )
+                    .await;
+            }
             let m = qmp.execute("query-migrate", None).await?;
             let status = m
                 .get("status")
@@ -603,6 +626,18 @@ impl QemuDomain {
                 ],
             )
             .await?;
+            // A file takes what the disk can write: no bandwidth cap
+            // (QEMU's default, 128 MiB/s, made a 1 GiB save take 8 s and
+            // let a live one fall behind the guest). A live save stops
+            // the guest once at most SWITCHOVER_PAUSE of memory is left.
+            qmp.execute(
+                "migrate-set-parameters",
+                Some(json!({
+                    "max-bandwidth": FILE_BANDWIDTH,
+                    "downtime-limit": SWITCHOVER_PAUSE_MS,
+                })),
+            )
+            .await?;
             let fdname = job_id("mem");
             qmp.execute_with_fd("getfd", Some(json!({ "fdname": fdname })), out.as_fd())
                 .await?;
@@ -610,7 +645,12 @@ impl QemuDomain {
                 .await?;
             let status = self.wait_migration(&qmp, "saving memory").await?;
             if status == "pre-switchover" {
+                // Finished, then made durable, by `resume` or `halt`.
                 *self.switchover.lock().await = Some(file.to_path_buf());
+            } else {
+                // Paused: durable before the disks are taken and the
+                // metadata names it. Background: the guest runs already.
+                out_synced(file)?;
             }
             Ok::<(), RuntimeError>(())
         }
@@ -655,9 +695,12 @@ impl QemuDomain {
 
     /// Lets a live save waiting at switchover finish, with the guest
     /// still paused.
-    async fn finish_switchover(&self) -> Result<(), RuntimeError> {
+    /// Lets a live save waiting at switchover write its last part, with
+    /// the guest still paused; returns the file, to be made durable once
+    /// the guest runs again (flushing 1 GiB took 0.5 s of pause).
+    async fn finish_switchover(&self) -> Result<Option<PathBuf>, RuntimeError> {
         let Some(file) = self.switchover.lock().await.take() else {
-            return Ok(());
+            return Ok(None);
         };
         let qmp = self.monitor().await?;
         qmp.execute(
@@ -669,8 +712,7 @@ impl QemuDomain {
             let _ = std::fs::remove_file(&file);
             return Err(e);
         }
-        out_synced(&file)?;
-        Ok(())
+        Ok(Some(file))
     }
 
     /// Cancels a memory save this process does not own (one a crashed
@@ -713,12 +755,150 @@ impl QemuDomain {
         }
     }
 
+    /// Creates the overlays `(disk, file, node)` inside QEMU, all disks at
+    /// once (`blockdev-create` jobs: no process per disk): each file, its
+    /// qcow2 header on the disk's current image with the disk's format,
+    /// size and cluster size, and the qcow2 node `node` (file node
+    /// `file_node_of(node)`), not yet in any chain. What exists is
+    /// recorded in `created` and `added` for the caller's cleanup.
+    async fn create_overlays(
+        &self,
+        qmp: &Qmp,
+        items: &[(LiveDisk, PathBuf, String)],
+        created: &mut Vec<PathBuf>,
+        added: &mut Vec<String>,
+    ) -> Result<(), RuntimeError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let files: Vec<(String, Value)> = items
+            .iter()
+            .map(|(_, file, _)| {
+                let id = job_id("mkfile");
+                let args = json!({"job-id": id, "options": {
+                    "driver": "file", "filename": file.to_string_lossy(), "size": 0}});
+                (id, args)
+            })
+            .collect();
+        let files_made = self.run_jobs(qmp, "blockdev-create", files).await;
+        for (_, file, _) in items {
+            if file.exists() {
+                created.push(file.clone());
+            }
+        }
+        files_made?;
+        for (_, file, node) in items {
+            let file_node = file_node_of(node);
+            qmp.execute(
+                "blockdev-add",
+                Some(json!({"driver": "file", "node-name": file_node,
+                    "filename": file.to_string_lossy()})),
+            )
+            .await?;
+            added.push(file_node);
+        }
+        let headers: Vec<(String, Value)> = items
+            .iter()
+            .map(|(disk, _, node)| {
+                let id = job_id("mkqcow2");
+                let mut options = json!({
+                    "driver": "qcow2", "file": file_node_of(node), "size": disk.size,
+                    "backing-file": disk.file, "backing-fmt": disk.format,
+                });
+                if let Some(cs) = disk.cluster_size {
+                    options["cluster-size"] = json!(cs);
+                }
+                (id.clone(), json!({"job-id": id, "options": options}))
+            })
+            .collect();
+        self.run_jobs(qmp, "blockdev-create", headers).await?;
+        // Durable before a definition names them.
+        for (_, file, _) in items {
+            std::fs::File::open(file)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err("cannot sync", file))?;
+        }
+        if let Some(dir) = items.first().and_then(|(_, f, _)| f.parent()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err("cannot sync", dir))?;
+        }
+        for (_, _, node) in items {
+            qmp.execute(
+                "blockdev-add",
+                Some(json!({"driver": "qcow2", "node-name": node,
+                    "file": file_node_of(node), "backing": null})),
+            )
+            .await?;
+            added.push(node.clone());
+        }
+        Ok(())
+    }
+
+    /// Starts `command` once per `(job id, args)` and waits until every
+    /// job has concluded; the first error is returned, all are dismissed.
+    async fn run_jobs(
+        &self,
+        qmp: &Qmp,
+        command: &str,
+        jobs: Vec<(String, Value)>,
+    ) -> Result<(), RuntimeError> {
+        let mut events = qmp.subscribe();
+        let mut waiting: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut first_error = None;
+        for (id, args) in jobs {
+            match qmp.execute(command, Some(args)).await {
+                Ok(_) => {
+                    waiting.insert(id);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(RuntimeError::from(e));
+                }
+            }
+        }
+        let started: Vec<String> = waiting.iter().cloned().collect();
+        while !waiting.is_empty() {
+            let ev = Qmp::wait_event(
+                &mut events,
+                "JOB_STATUS_CHANGE",
+                |d| {
+                    d.get("status").and_then(Value::as_str) == Some("concluded")
+                        && d.get("id")
+                            .and_then(Value::as_str)
+                            .is_some_and(|i| waiting.contains(i))
+                },
+                JOB_TIMEOUT,
+            )
+            .await?;
+            if let Some(id) = ev.data.get("id").and_then(Value::as_str) {
+                waiting.remove(id);
+            }
+        }
+        let listed = qmp.execute("query-jobs", None).await?;
+        for id in &started {
+            let error = listed.as_array().and_then(|js| {
+                js.iter()
+                    .find(|j| j.get("id").and_then(Value::as_str) == Some(id))
+                    .and_then(|j| j.get("error").and_then(Value::as_str).map(str::to_string))
+            });
+            if let Some(why) = error {
+                first_error.get_or_insert(RuntimeError::Failed {
+                    what: command.to_string(),
+                    why,
+                });
+            }
+            let _ = qmp.execute("job-dismiss", Some(json!({ "id": id }))).await;
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     async fn transaction(&self, name: &str, disks: &[DiskStep]) -> Result<(), RuntimeError> {
         let qmp = self.monitor().await?;
         let live = self.live_disks().await?;
         let mut actions = Vec::new();
         let mut added: Vec<String> = Vec::new();
         let mut created: Vec<PathBuf> = Vec::new();
+        let mut to_create: Vec<(LiveDisk, PathBuf, String)> = Vec::new();
         let result = async {
             for d in disks {
                 let disk = live.get(&d.disk).ok_or_else(|| RuntimeError::NoDevice {
@@ -731,21 +911,29 @@ impl QemuDomain {
                         "data": {"device": disk.node, "name": name},
                     })),
                     DiskAction::External { target, reuse, .. } => {
-                        if !*reuse {
-                            create_overlay(disk, Path::new(target)).await?;
-                            created.push(PathBuf::from(target));
-                        }
                         let node = overlay_node(&d.disk);
-                        qmp.execute(
-                            "blockdev-add",
-                            Some(json!({
-                                "driver": "qcow2", "node-name": node,
-                                "file": {"driver": "file", "filename": target},
-                                "backing": null,
-                            })),
-                        )
-                        .await?;
-                        added.push(node.clone());
+                        if *reuse {
+                            qmp.execute(
+                                "blockdev-add",
+                                Some(json!({
+                                    "driver": "qcow2", "node-name": node,
+                                    "file": {"driver": "file", "filename": target},
+                                    "backing": null,
+                                })),
+                            )
+                            .await?;
+                            added.push(node.clone());
+                        } else {
+                            if Path::new(target).exists() {
+                                return Err(RuntimeError::Failed {
+                                    what: format!("the overlay of disk {}", d.disk),
+                                    why: format!(
+                                        "{target} exists already; remove it, or pass --reuse-external"
+                                    ),
+                                });
+                            }
+                            to_create.push((disk.clone(), PathBuf::from(target), node.clone()));
+                        }
                         actions.push(json!({
                             "type": "blockdev-snapshot",
                             "data": {"node": disk.node, "overlay": node},
@@ -759,13 +947,15 @@ impl QemuDomain {
                     }
                 }
             }
+            self.create_overlays(&qmp, &to_create, &mut created, &mut added)
+                .await?;
             qmp.execute("transaction", Some(json!({ "actions": actions })))
                 .await?;
             Ok::<(), RuntimeError>(())
         }
         .await;
         if result.is_err() {
-            for node in &added {
+            for node in added.iter().rev() {
                 let _ = qmp
                     .execute("blockdev-del", Some(json!({ "node-name": node })))
                     .await;
@@ -849,9 +1039,7 @@ impl QemuDomain {
                                 why,
                             });
                         }
-                        let _ = qmp
-                            .execute("blockdev-del", Some(json!({ "node-name": disk.node })))
-                            .await;
+                        release_node(&qmp, &disk.node).await;
                     }
                     if !*reuse {
                         remove_if_exists(Path::new(target))?;
@@ -971,6 +1159,8 @@ impl QemuDomain {
         }
         tracing::info!(disk, image, into, "block-stream");
         self.run_job(&qmp, "block-stream", args, &id).await?;
+        // Out of the chain now: QEMU lets the image go (it is deleted next).
+        release_node(&qmp, &mid.node).await;
         Ok(true)
     }
 
@@ -1091,6 +1281,32 @@ fn same_file(a: &str, b: &str) -> bool {
         || matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
 }
 
+/// Drops `node` and its file node from QEMU once no chain uses them, so
+/// QEMU closes the image (nodes the monitor added stay open otherwise).
+/// A node still in use is left: QEMU refuses, and that is fine.
+async fn release_node(qmp: &Qmp, node: &str) {
+    for n in [node.to_string(), file_node_of(node)] {
+        if let Err(e) = qmp
+            .execute("blockdev-del", Some(json!({ "node-name": n })))
+            .await
+        {
+            tracing::debug!(node = %n, error = %e, "node kept");
+        }
+    }
+}
+
+/// The file node under an overlay node (`vs-oX-T` → `vs-fX-T`), or under
+/// a disk node of the launcher (`vs-disk-T` → `vs-file-T`).
+fn file_node_of(node: &str) -> String {
+    if let Some(rest) = node.strip_prefix("vs-disk-") {
+        format!("vs-file-{rest}")
+    } else if let Some(rest) = node.strip_prefix("vs-o") {
+        format!("vs-f{rest}")
+    } else {
+        format!("{node}-file")
+    }
+}
+
 fn overlay_node(target: &str) -> String {
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1098,37 +1314,6 @@ fn overlay_node(target: &str) -> String {
     let mut node = format!("vs-o{n:x}-{target}");
     node.truncate(31);
     node
-}
-
-/// Creates the overlay file for `disk` at `target`: qcow2 on the disk's
-/// current image, with its format, size and cluster size, without
-/// opening the backing file (QEMU holds its lock).
-async fn create_overlay(disk: &LiveDisk, target: &Path) -> Result<(), RuntimeError> {
-    if target.exists() {
-        return Err(RuntimeError::Failed {
-            what: format!("the overlay of disk {}", disk.target),
-            why: format!("{} exists already", target.display()),
-        });
-    }
-    let mut args: Vec<String> = vec![
-        "create".into(),
-        "-q".into(),
-        "-f".into(),
-        "qcow2".into(),
-        "-u".into(),
-        "-b".into(),
-        disk.file.clone(),
-        "-F".into(),
-        disk.format.clone(),
-    ];
-    if let Some(cs) = disk.cluster_size {
-        args.push("-o".into());
-        args.push(format!("cluster_size={cs}"));
-    }
-    args.push(target.to_string_lossy().into_owned());
-    args.push(disk.size.to_string());
-    crate::qemu_img::QemuImg::new("qemu-img").run(&args).await?;
-    Ok(())
 }
 
 /// The disks of a `query-block` reply, by device id.
@@ -1306,9 +1491,13 @@ impl Hypervisor for QemuDomain {
     }
 
     async fn resume(&self) -> Result<(), HypervisorError> {
-        self.finish_switchover().await.map_err(boxed)?;
+        let saved = self.finish_switchover().await.map_err(boxed)?;
         self.cancel_stray_migration().await.map_err(boxed)?;
-        self.resume_cpus().await.map_err(boxed)
+        self.resume_cpus().await.map_err(boxed)?;
+        if let Some(file) = saved {
+            out_synced(&file).map_err(boxed)?;
+        }
+        Ok(())
     }
 
     async fn save_memory_internal(
@@ -1468,8 +1657,12 @@ impl Hypervisor for QemuDomain {
     }
 
     async fn halt(&self) -> Result<(), HypervisorError> {
-        self.finish_switchover().await.map_err(boxed)?;
-        self.destroy().await.map_err(boxed)
+        let saved = self.finish_switchover().await.map_err(boxed)?;
+        self.destroy().await.map_err(boxed)?;
+        if let Some(file) = saved {
+            out_synced(&file).map_err(boxed)?;
+        }
+        Ok(())
     }
 
     async fn stop(&self) -> Result<(), HypervisorError> {

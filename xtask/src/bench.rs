@@ -42,6 +42,12 @@ pub const BENCHES: &[Bench] = &[
         target: "volume",
         about: "vol-snapshot-* against qemu-img, mv and cp doing the same storage work",
     },
+    Bench {
+        name: "live",
+        package: "driver-qemu",
+        target: "live",
+        about: "snapshots of a running 1 GiB QEMU guest: paused and total time against libvirt's",
+    },
 ];
 
 /// Runs the benchmark called `name`, or all of them, forwarding `args` to
