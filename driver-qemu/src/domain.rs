@@ -163,6 +163,8 @@ pub struct QemuDomain {
     monitor: Mutex<Option<Arc<Qmp>>>,
     /// A live memory save left waiting at switchover for the disk steps.
     switchover: Mutex<Option<PathBuf>>,
+    /// Overlays made ready for a transaction: file → node.
+    prepared: Mutex<HashMap<String, String>>,
 }
 
 fn alive(pid: i32) -> bool {
@@ -211,6 +213,7 @@ impl QemuDomain {
             paths: RunPaths::new(&layout.run_dir(), name),
             monitor: Mutex::new(None),
             switchover: Mutex::new(None),
+            prepared: Mutex::new(HashMap::new()),
         }
     }
 
@@ -892,6 +895,55 @@ impl QemuDomain {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Makes the new overlays of `disks` (not yet in any chain) and
+    /// remembers their nodes for [`Self::transaction`].
+    async fn prepare(&self, disks: &[DiskStep]) -> Result<(), RuntimeError> {
+        let qmp = self.monitor().await?;
+        let live = self.live_disks().await?;
+        let mut items = Vec::new();
+        for d in disks {
+            let DiskAction::External {
+                target,
+                reuse: false,
+                ..
+            } = &d.action
+            else {
+                continue;
+            };
+            let disk = live.get(&d.disk).ok_or_else(|| RuntimeError::NoDevice {
+                domain: self.name.clone(),
+                disk: d.disk.clone(),
+            })?;
+            if Path::new(target).exists() {
+                return Err(RuntimeError::Failed {
+                    what: format!("the overlay of disk {}", d.disk),
+                    why: format!("{target} exists already; remove it, or pass --reuse-external"),
+                });
+            }
+            items.push((disk.clone(), PathBuf::from(target), overlay_node(&d.disk)));
+        }
+        let (mut created, mut added) = (Vec::new(), Vec::new());
+        if let Err(e) = self
+            .create_overlays(&qmp, &items, &mut created, &mut added)
+            .await
+        {
+            for node in added.iter().rev() {
+                let _ = qmp
+                    .execute("blockdev-del", Some(json!({ "node-name": node })))
+                    .await;
+            }
+            for f in &created {
+                let _ = std::fs::remove_file(f);
+            }
+            return Err(e);
+        }
+        let mut prepared = self.prepared.lock().await;
+        for (_, file, node) in items {
+            prepared.insert(file.to_string_lossy().into_owned(), node);
+        }
+        Ok(())
+    }
+
     async fn transaction(&self, name: &str, disks: &[DiskStep]) -> Result<(), RuntimeError> {
         let qmp = self.monitor().await?;
         let live = self.live_disks().await?;
@@ -911,6 +963,13 @@ impl QemuDomain {
                         "data": {"device": disk.node, "name": name},
                     })),
                     DiskAction::External { target, reuse, .. } => {
+                        if let Some(node) = self.prepared.lock().await.remove(target) {
+                            actions.push(json!({
+                                "type": "blockdev-snapshot",
+                                "data": {"node": disk.node, "overlay": node},
+                            }));
+                            continue;
+                        }
                         let node = overlay_node(&d.disk);
                         if *reuse {
                             qmp.execute(
@@ -1042,6 +1101,12 @@ impl QemuDomain {
                         release_node(&qmp, &disk.node).await;
                     }
                     if !*reuse {
+                        // Made ready but never put in the chain: QEMU
+                        // still holds it open.
+                        if let Some(node) = self.node_of_file(&qmp, target).await? {
+                            release_node(&qmp, &node).await;
+                        }
+                        self.prepared.lock().await.remove(target);
                         remove_if_exists(Path::new(target))?;
                     }
                 }
@@ -1576,6 +1641,14 @@ impl Hypervisor for QemuDomain {
         disks: &[DiskStep],
     ) -> Result<(), HypervisorError> {
         self.transaction(name, disks).await.map_err(boxed)
+    }
+
+    async fn prepare_disk_transaction(
+        &self,
+        _name: &str,
+        disks: &[DiskStep],
+    ) -> Result<(), HypervisorError> {
+        self.prepare(disks).await.map_err(boxed)
     }
 
     async fn undo_disk_transaction(

@@ -530,7 +530,40 @@ impl Executor<'_> {
             if step.is_metadata() {
                 continue;
             }
-            if let Some(record) = self.undo_record(step, &current_domain, &name) {
+            // A live memory save pauses the guest at switchover, where the
+            // disk transaction runs: what it needs is made before.
+            let prepare = match step {
+                Step::SaveMemory {
+                    how: crate::plan::MemorySave::Live,
+                    ..
+                } => plan.steps[i..].iter().find_map(|s| match s {
+                    Step::DiskTransaction(d) => Some(d),
+                    _ => None,
+                }),
+                _ => None,
+            };
+            if let Some(disks) = prepare {
+                let record = UndoRecord::Transaction {
+                    name: name.clone(),
+                    disks: disks.clone(),
+                };
+                if !records.contains(&record) {
+                    records.push(record);
+                    let step_no = u32::try_from(i).unwrap_or(u32::MAX);
+                    store.advance_intent(step_no, Some(&payload(&name, &records)))?;
+                }
+                let h = self.hypervisor(step)?;
+                if let Err(source) = h.prepare_disk_transaction(&name, disks).await {
+                    let undone = self.roll_back(&records, store).await;
+                    if undone == Undone::All {
+                        store.end_intent()?;
+                    }
+                    return Err(step_error(i, step, None, source, undone));
+                }
+            }
+            if let Some(record) = self.undo_record(step, &current_domain, &name)
+                && !records.contains(&record)
+            {
                 records.push(record);
                 let step_no = u32::try_from(i).unwrap_or(u32::MAX);
                 store.advance_intent(step_no, Some(&payload(&name, &records)))?;
@@ -541,8 +574,13 @@ impl Executor<'_> {
             match self.run(step, &name, &mut current_domain, store).await {
                 Ok(()) => {}
                 Err((disk, source)) => {
-                    // A failed step leaves nothing: its own record goes.
-                    if self.undo_record(step, &current_domain, &name).is_some() {
+                    // A failed step leaves nothing: its own record goes
+                    // (a transaction's stays when it was prepared: the
+                    // prepared overlays go with it).
+                    if self.undo_record(step, &current_domain, &name).is_some()
+                        && !(matches!(step, Step::DiskTransaction(_))
+                            && prepared_transaction(plan, i))
+                    {
                         records.pop();
                     }
                     let undone = self.roll_back(&records, store).await;
@@ -852,6 +890,20 @@ impl Executor<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether the transaction at step `i` was prepared by a live memory save
+/// before it.
+fn prepared_transaction(plan: &Plan, i: usize) -> bool {
+    plan.steps[..i].iter().any(|s| {
+        matches!(
+            s,
+            Step::SaveMemory {
+                how: crate::plan::MemorySave::Live,
+                ..
+            }
+        )
+    })
 }
 
 /// The intent operation of a domain snapshot revert or delete.

@@ -66,6 +66,17 @@ pub trait Hypervisor: Send + Sync {
     /// [`MemorySave::Background`], the guest is left paused at the
     /// consistency point, for the disk steps that follow.
     async fn save_memory(&self, file: &Path, how: MemorySave) -> Result<(), HypervisorError>;
+    /// Makes ready what the transaction of `disks` needs (new overlays),
+    /// so that the transaction itself is all that happens while the guest
+    /// stands still (a live memory save pauses it at switchover). Undone
+    /// by [`Hypervisor::undo_disk_transaction`].
+    async fn prepare_disk_transaction(
+        &self,
+        _name: &str,
+        _disks: &[DiskStep],
+    ) -> Result<(), HypervisorError> {
+        Ok(())
+    }
     /// Snapshots `disks` in one transaction (internal ones named `name`).
     async fn disk_transaction(&self, name: &str, disks: &[DiskStep])
     -> Result<(), HypervisorError>;
