@@ -461,11 +461,17 @@ impl QemuDomain {
         }
         let monitor = Qmp::connect(qmp, CONNECT_TIMEOUT).await?;
         let blocks = monitor.execute("query-block", None).await?;
+        let memory = monitor
+            .execute("query-memory-size-summary", None)
+            .await
+            .ok()
+            .and_then(|m| m.get("base-memory").and_then(Value::as_u64))
+            .unwrap_or(0);
         drop(monitor);
         let domain = match domains::get(&self.layout, &self.name) {
             Ok(d) => d,
             Err(domains::DomainError::NotDefined { .. }) => {
-                let xml = adopted_definition(&self.name, &blocks, agent.is_some());
+                let xml = adopted_definition(&self.name, &blocks, memory, agent.is_some());
                 domains::define(&self.layout, &xml)?
             }
             Err(e) => return Err(e.into()),
@@ -1443,7 +1449,7 @@ fn parse_blocks(blocks: &Value) -> HashMap<String, LiveDisk> {
 }
 
 /// A domain definition for an adopted QEMU, from its disks.
-fn adopted_definition(name: &str, blocks: &Value, agent: bool) -> String {
+fn adopted_definition(name: &str, blocks: &Value, memory: u64, agent: bool) -> String {
     let mut disks = String::new();
     let mut targets: Vec<(String, LiveDisk)> = parse_blocks(blocks).into_iter().collect();
     targets.sort_by(|a, b| a.0.cmp(&b.0));
@@ -1462,8 +1468,9 @@ fn adopted_definition(name: &str, blocks: &Value, agent: bool) -> String {
         ""
     };
     format!(
-        "<domain type='qemu'><name>{}</name><memory unit='MiB'>0</memory><devices>{disks}{channel}</devices></domain>",
-        xml_escape(name)
+        "<domain type='qemu'><name>{}</name><memory unit='b'>{}</memory><devices>{disks}{channel}</devices></domain>",
+        xml_escape(name),
+        memory.max(1 << 20)
     )
 }
 

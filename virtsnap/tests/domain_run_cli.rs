@@ -245,9 +245,11 @@ fn attach_adopts_a_qemu_started_elsewhere() {
     assert!(ok);
     let out = cli.ok(&["attach", "other", "--qmp", qmp.to_str().expect("utf8")]);
     assert!(out.contains("1 disk(s)"), "{out}");
+    let xml = cli.ok(&["dumpxml", "other"]);
+    assert!(xml.contains(&img.display().to_string()), "{xml}");
     assert!(
-        cli.ok(&["dumpxml", "other"])
-            .contains(&img.display().to_string())
+        xml.contains("<memory unit='b'>33554432</memory>"),
+        "QEMU's RAM: {xml}"
     );
     assert_eq!(cli.ok(&["domstate", "other"]), "running\n");
     assert!(
