@@ -1,8 +1,9 @@
 //! Full-copy snapshots of any file, sparse-aware and reflinked where
 //! possible: [`FileDriver`], the `file` [`snapshot_core::driver::VolumeDriver`]
 //! (a copy snapshot is an independent file beside the volume, in the
-//! volume's format), and [`copy`], the copying and hashing helpers other
-//! drivers reuse.
+//! volume's format). [`copy`] is snapshot-core's `files`, the copying and
+//! hashing helpers every driver may use (drivers never depend on each
+//! other, so they live below them).
 //!
 //! Programs use the driver through the volume API, which keeps the
 //! snapshot tree and its metadata and journals every change:
@@ -47,7 +48,7 @@
 //! # }
 //! ```
 
-pub mod copy;
+pub use snapshot_core::files as copy;
 mod driver;
 
 pub use driver::FileDriver;

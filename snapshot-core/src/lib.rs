@@ -8,6 +8,7 @@ pub mod conformance;
 pub mod domain_api;
 pub mod driver;
 pub mod exec;
+pub mod files;
 pub mod hypervisor;
 pub mod plan;
 pub mod store;

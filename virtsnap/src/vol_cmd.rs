@@ -208,10 +208,12 @@ pub struct DeleteArgs {
 }
 
 /// The drivers of this build, in order of preference: qemu-img for qcow2,
-/// then full copies for anything.
+/// btrfs reflinks and subvolume snapshots on btrfs, then full copies for
+/// anything.
 pub fn drivers() -> Vec<Arc<dyn VolumeDriver>> {
     vec![
         Arc::new(driver_qemu::QemuDriver::new()),
+        Arc::new(driver_btrfs::BtrfsDriver::new()),
         Arc::new(driver_file::FileDriver::new()),
     ]
 }

@@ -61,6 +61,16 @@ pub const SYSTEM_TOOLS: &[SystemTool] = &[
         why: "a small tmpfs for the file driver's no-space tests",
     },
     SystemTool {
+        command: "btrfs",
+        package: "btrfs-progs",
+        why: "btrfs subvolume snapshots (driver-btrfs) and its tests on a loop-mounted btrfs",
+    },
+    SystemTool {
+        command: "mkfs.btrfs",
+        package: "btrfs-progs",
+        why: "a scratch btrfs on a loop device for the btrfs driver's tests",
+    },
+    SystemTool {
         command: "dpkg-deb",
         package: "dpkg",
         why: "unpacking Debian packages into the Linux test guest (cargo xtask testvm build)",
