@@ -48,6 +48,13 @@ pub const BENCHES: &[Bench] = &[
         target: "live",
         about: "snapshots of a running 1 GiB QEMU guest: paused and total time against libvirt's",
     },
+    Bench {
+        name: "btrfs",
+        package: "driver-btrfs",
+        target: "btrfs",
+        about: "btrfs driver create/revert/delete of a 1 GiB file and a 10 000-file subvolume \
+                against cp --reflink, rm and btrfs subvolume snapshot/delete",
+    },
 ];
 
 /// Runs the benchmark called `name`, or all of them, forwarding `args` to
