@@ -12,7 +12,7 @@ use rustix::io::Errno;
 use snapshot_core::driver::{
     Checksum, CreatedSnapshot, DriverError, SnapshotMode, SnapshotPlan, SnapshotRef, Volume,
 };
-use snapshot_core::files::{self as copy, Existing, TempFile};
+use snapshot_core::files::{self as copy, Existing, Placing, TempFile};
 
 use crate::driver::{KIND, SHA256, exists, volume_error, with_fix};
 use crate::probe::{self, same_file};
@@ -83,26 +83,19 @@ pub(crate) fn create(
     } else {
         None
     };
-    tmp.commit(target, Existing::Refuse).map_err(|e| {
-        if e.kind() == io::ErrorKind::AlreadyExists {
-            exists(target, &plan.name)
-        } else {
-            with_fix(
-                "move the snapshot file into place at",
-                target,
-                "check that the directory is writable",
-            )(e)
-        }
-    })?;
-    if let Err(e) = copy::sync_parent(target) {
-        // Not durable: nothing must be left behind.
-        let _ = fs::remove_file(target);
-        return Err(with_fix(
+    tmp.place_new(target).map_err(|e| match e {
+        Placing::Exists => exists(target, &plan.name),
+        Placing::Move(e) => with_fix(
+            "move the snapshot file into place at",
+            target,
+            "check that the directory is writable",
+        )(e),
+        Placing::Sync(e) => with_fix(
             "sync the directory of",
             target,
             "check the filesystem (the snapshot file was removed)",
-        )(e));
-    }
+        )(e),
+    })?;
     Ok(CreatedSnapshot {
         name: plan.name.clone(),
         mode: SnapshotMode::Copy,

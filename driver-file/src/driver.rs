@@ -20,7 +20,7 @@ use snapshot_core::driver::{
 };
 use tokio::sync::watch;
 
-use crate::copy::{self, Existing, TempFile};
+use crate::copy::{self, Existing, Placing, TempFile};
 
 /// The driver's kind.
 const KIND: &str = "file";
@@ -291,26 +291,19 @@ fn create_copy(
     };
     let size = tmp.file().metadata().ok().map(|m| m.blocks() * 512);
     job.check(target)?;
-    tmp.commit(target, Existing::Refuse).map_err(|e| {
-        if e.kind() == io::ErrorKind::AlreadyExists {
-            exists(target, &plan.name)
-        } else {
-            with_fix(
-                "move the finished copy into place at",
-                target,
-                "check that the directory is writable",
-            )(e)
-        }
-    })?;
-    if let Err(e) = copy::sync_parent(target) {
-        // Not durable: nothing must be left behind.
-        let _ = fs::remove_file(target);
-        return Err(with_fix(
+    tmp.place_new(target).map_err(|e| match e {
+        Placing::Exists => exists(target, &plan.name),
+        Placing::Move(e) => with_fix(
+            "move the finished copy into place at",
+            target,
+            "check that the directory is writable",
+        )(e),
+        Placing::Sync(e) => with_fix(
             "sync the directory of",
             target,
             "check the filesystem (the copy was removed)",
-        )(e));
-    }
+        )(e),
+    })?;
     Ok(CreatedSnapshot {
         name: plan.name.clone(),
         mode: SnapshotMode::Copy,

@@ -514,7 +514,7 @@ impl QemuDomain {
         Ok(Agent::connect(&path).await?)
     }
 
-    /// Runs a job (`snapshot-save`, `block-commit`, ...) started by
+    /// Runs a job (`snapshot-save`, `block-stream`, ...) started by
     /// `command` with `args` (whose `job-id` is `id`) to its end.
     async fn run_job(
         &self,
@@ -523,28 +523,8 @@ impl QemuDomain {
         args: Value,
         id: &str,
     ) -> Result<(), RuntimeError> {
-        let mut events = qmp.subscribe();
-        qmp.execute(command, Some(args)).await?;
-        let done = |d: &Value| {
-            d.get("id").and_then(Value::as_str) == Some(id)
-                && d.get("status").and_then(Value::as_str) == Some("concluded")
-        };
-        Qmp::wait_event(&mut events, "JOB_STATUS_CHANGE", done, JOB_TIMEOUT).await?;
-        let jobs = qmp.execute("query-jobs", None).await?;
-        let error = jobs.as_array().and_then(|js| {
-            js.iter()
-                .find(|j| j.get("id").and_then(Value::as_str) == Some(id))
-                .and_then(|j| j.get("error").and_then(Value::as_str).map(str::to_string))
-        });
-        qmp.execute("job-dismiss", Some(json!({ "id": id })))
-            .await?;
-        match error {
-            None => Ok(()),
-            Some(why) => Err(RuntimeError::Failed {
-                what: command.to_string(),
-                why,
-            }),
-        }
+        self.run_jobs(qmp, command, vec![(id.to_string(), args)])
+            .await
     }
 
     /// Waits for the running migration to complete (or fail) by polling
@@ -885,12 +865,7 @@ impl QemuDomain {
         }
         let listed = qmp.execute("query-jobs", None).await?;
         for id in &started {
-            let error = listed.as_array().and_then(|js| {
-                js.iter()
-                    .find(|j| j.get("id").and_then(Value::as_str) == Some(id))
-                    .and_then(|j| j.get("error").and_then(Value::as_str).map(str::to_string))
-            });
-            if let Some(why) = error {
+            if let Some(why) = job_error(&listed, id) {
                 first_error.get_or_insert(RuntimeError::Failed {
                     what: command.to_string(),
                     why,
@@ -1086,16 +1061,9 @@ impl QemuDomain {
                                 .await?;
                         }
                         let jobs = qmp.execute("query-jobs", None).await?;
-                        let error = jobs.as_array().and_then(|js| {
-                            js.iter()
-                                .find(|j| j.get("id").and_then(Value::as_str) == Some(&id))
-                                .and_then(|j| {
-                                    j.get("error").and_then(Value::as_str).map(str::to_string)
-                                })
-                        });
                         qmp.execute("job-dismiss", Some(json!({ "id": id })))
                             .await?;
-                        if let Some(why) = error {
+                        if let Some(why) = job_error(&jobs, &id) {
                             return Err(RuntimeError::Failed {
                                 what: format!(
                                     "merging the overlay {target} of disk {} back",
@@ -1302,6 +1270,16 @@ impl QemuDomain {
         }
         Ok(())
     }
+}
+
+/// The error job `id` ended with, from a `query-jobs` reply.
+fn job_error(jobs: &Value, id: &str) -> Option<String> {
+    jobs.as_array()?
+        .iter()
+        .find(|j| j.get("id").and_then(Value::as_str) == Some(id))?
+        .get("error")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 /// A format node of QEMU's graph.

@@ -425,6 +425,37 @@ impl TempFile {
         self.committed = true;
         Ok(())
     }
+
+    /// Puts the file at `target`, which must not exist, durably: the
+    /// file and its directory are synced. When the directory cannot be
+    /// synced the target is removed again: nothing half-durable is left.
+    ///
+    /// # Errors
+    /// Which step failed ([`Placing`]).
+    pub fn place_new(self, target: &Path) -> Result<(), Placing> {
+        self.commit(target, Existing::Refuse).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                Placing::Exists
+            } else {
+                Placing::Move(e)
+            }
+        })?;
+        sync_parent(target).map_err(|e| {
+            let _ = fs::remove_file(target);
+            Placing::Sync(e)
+        })
+    }
+}
+
+/// Why [`TempFile::place_new`] failed.
+#[derive(Debug)]
+pub enum Placing {
+    /// The target exists (it is left as it was).
+    Exists,
+    /// Syncing the file or renaming it failed.
+    Move(io::Error),
+    /// Syncing the directory failed (the target was removed).
+    Sync(io::Error),
 }
 
 impl Drop for TempFile {
