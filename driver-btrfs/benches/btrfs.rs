@@ -176,6 +176,7 @@ fn plan(name: &str, mode: SnapshotMode, file: Option<PathBuf>) -> SnapshotPlan {
         mode,
         file,
         checksum: false,
+        writable: false,
     }
 }
 

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use snapshot_core::driver::{
-    Capabilities, CreatedSnapshot, DeleteContext, DriverError, Progress, SnapshotMode,
-    SnapshotPlan, SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeState,
+    Capabilities, CreatedSnapshot, DeleteContext, DriverError, Progress, RevertOutcome,
+    SnapshotMode, SnapshotPlan, SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeState,
 };
 
 use crate::probe::{self, Kind};
@@ -123,7 +123,7 @@ impl VolumeDriver for BtrfsDriver {
         snapshot: &SnapshotRef,
         verify: bool,
         progress: Option<&Progress>,
-    ) -> Result<(), DriverError> {
+    ) -> Result<RevertOutcome, DriverError> {
         match snapshot.mode {
             SnapshotMode::Copy => {
                 let file = snapshot_file(volume, snapshot)?;
@@ -139,7 +139,7 @@ impl VolumeDriver for BtrfsDriver {
             }
         }
         done(progress);
-        Ok(())
+        Ok(RevertOutcome::Done)
     }
 
     async fn delete(

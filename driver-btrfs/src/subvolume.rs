@@ -334,6 +334,7 @@ pub(crate) async fn list(volume: &Volume) -> Result<Vec<StorageSnapshot>, Driver
                 file: None,
                 created,
                 vm_state_size: 0,
+                invalid: None,
             });
         }
         found.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));

@@ -26,6 +26,7 @@ fn plan(name: &str, mode: SnapshotMode, file: Option<&Path>) -> SnapshotPlan {
         mode,
         file: file.map(Path::to_path_buf),
         checksum: false,
+        writable: false,
     }
 }
 

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use snapshot_core::driver::{
-    Capabilities, Checksum, CreatedSnapshot, DeleteContext, DriverError, Progress, SnapshotMode,
-    SnapshotPlan, SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeState,
+    Capabilities, Checksum, CreatedSnapshot, DeleteContext, DriverError, Progress, RevertOutcome,
+    SnapshotMode, SnapshotPlan, SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeState,
 };
 use tokio::sync::watch;
 
@@ -120,7 +120,7 @@ impl VolumeDriver for FileDriver {
         snapshot: &SnapshotRef,
         verify: bool,
         progress: Option<&Progress>,
-    ) -> Result<(), DriverError> {
+    ) -> Result<RevertOutcome, DriverError> {
         if snapshot.mode != SnapshotMode::Copy {
             return Err(not_a_copy(
                 volume,
@@ -136,7 +136,8 @@ impl VolumeDriver for FileDriver {
         run(progress, &at, move |job| {
             revert_copy(&volume, &snapshot, &file, verify, job)
         })
-        .await
+        .await?;
+        Ok(RevertOutcome::Done)
     }
 
     async fn delete(

@@ -40,6 +40,7 @@ fn plan(name: &str, file: &Path, checksum: bool) -> SnapshotPlan {
         mode: SnapshotMode::Copy,
         file: Some(file.to_path_buf()),
         checksum,
+        writable: false,
     }
 }
 

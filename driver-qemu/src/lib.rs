@@ -41,8 +41,9 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use snapshot_core::driver::{
-    Capabilities, ChainInfo, CreatedSnapshot, DeleteContext, DriverError, Progress, SnapshotMode,
-    SnapshotPlan, SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeFormat, VolumeState,
+    Capabilities, ChainInfo, CreatedSnapshot, DeleteContext, DriverError, Progress, RevertOutcome,
+    SnapshotMode, SnapshotPlan, SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeFormat,
+    VolumeState,
 };
 
 use crate::qcow2::Qcow2Header;
@@ -599,8 +600,8 @@ impl VolumeDriver for QemuDriver {
         snapshot: &SnapshotRef,
         _verify: bool,
         _progress: Option<&Progress>,
-    ) -> Result<(), DriverError> {
-        match snapshot.mode {
+    ) -> Result<RevertOutcome, DriverError> {
+        let () = match snapshot.mode {
             SnapshotMode::Internal => {
                 Self::qcow2_header(volume, "revert to an internal snapshot")?;
                 let id = Self::internal_id(volume, &snapshot.name)?.ok_or_else(|| {
@@ -647,7 +648,8 @@ impl VolumeDriver for QemuDriver {
                 "copies are the file driver's",
                 "revert with the file driver",
             )),
-        }
+        }?;
+        Ok(RevertOutcome::Done)
     }
 
     async fn delete(
@@ -691,6 +693,7 @@ impl VolumeDriver for QemuDriver {
                 file: None,
                 created: Some(i64::from(x.date_sec)),
                 vm_state_size: x.vm_state_size,
+                invalid: None,
             })
             .collect())
     }

@@ -43,6 +43,7 @@ fn plan(name: &str, mode: SnapshotMode, file: Option<PathBuf>) -> SnapshotPlan {
         mode,
         file,
         checksum: false,
+        writable: false,
     }
 }
 
@@ -551,7 +552,10 @@ async fn an_image_a_running_process_writes_is_refused_untouched() {
             .create(&vol, &plan("i", SnapshotMode::Internal, None), None)
             .await
             .map(drop),
-        driver.revert(&vol, &created.as_ref(), false, None).await,
+        driver
+            .revert(&vol, &created.as_ref(), false, None)
+            .await
+            .map(drop),
         driver
             .delete(
                 &vol,

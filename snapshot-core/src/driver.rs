@@ -213,6 +213,11 @@ pub struct SnapshotPlan {
     pub file: Option<PathBuf>,
     /// Record a checksum of the content (when the driver can).
     pub checksum: bool,
+    /// Keep the snapshot writable where the storage makes snapshots
+    /// read-only by default (btrfs subvolume snapshots). Drivers whose
+    /// snapshots cannot be written refuse it; drivers whose snapshots are
+    /// never exposed for writing (copies, qcow2) ignore it.
+    pub writable: bool,
 }
 
 /// A snapshot as the caller's metadata knows it, handed to a driver to
@@ -252,6 +257,22 @@ pub enum RevertNewer {
     /// The caller deletes them after the revert (the proposal's flag to
     /// discard what came after the target); the driver only reverts.
     Drop,
+}
+
+/// How a revert ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevertOutcome {
+    /// The volume holds the snapshot's content, and the snapshot is kept.
+    Done,
+    /// The storage scheduled the revert for later (an LVM merge into an
+    /// origin that is open finishes when the origin is next activated),
+    /// and consumes the snapshot when it finishes: the caller forgets the
+    /// snapshot and reports `message`, which says what happens and what to
+    /// do.
+    Deferred {
+        /// What the user needs to know.
+        message: String,
+    },
 }
 
 /// What a driver created.
@@ -301,6 +322,10 @@ pub struct StorageSnapshot {
     /// Saved VM state bytes (qcow2 internal snapshots made by a running
     /// QEMU), 0 for a disk-only snapshot.
     pub vm_state_size: u64,
+    /// Why its data cannot be used, when the storage says so (an LVM
+    /// snapshot that overflowed its copy-on-write space): such a snapshot
+    /// is never reverted to, only deleted.
+    pub invalid: Option<String>,
 }
 
 /// What a driver reads from an image in a chain (a qcow2 header).
@@ -473,6 +498,8 @@ pub trait VolumeDriver: Send + Sync {
 
     /// Brings the volume's content back to `snapshot`'s. With `verify`, a
     /// recorded checksum is checked first (a mismatch changes nothing).
+    /// Usually [`RevertOutcome::Done`]; storage that can only revert later
+    /// says so with [`RevertOutcome::Deferred`].
     ///
     /// # Errors
     /// Unsupported, the snapshot's storage missing, a checksum mismatch, a
@@ -483,7 +510,7 @@ pub trait VolumeDriver: Send + Sync {
         snapshot: &SnapshotRef,
         verify: bool,
         progress: Option<&Progress>,
-    ) -> Result<(), DriverError>;
+    ) -> Result<RevertOutcome, DriverError>;
 
     /// Removes `snapshot`'s storage; the children in `context` (and the
     /// volume, when it is current) keep their contents.

@@ -21,7 +21,8 @@ use std::sync::Arc;
 use snapshot_conf::{DiskChange, Domain, DomainSnapshotDef};
 
 use crate::driver::{
-    CreatedSnapshot, DriverError, SnapshotMode, SnapshotPlan, Volume, VolumeDriver, VolumeFormat,
+    CreatedSnapshot, DriverError, RevertOutcome, SnapshotMode, SnapshotPlan, Volume, VolumeDriver,
+    VolumeFormat,
 };
 use crate::plan::{DiskAction, DiskStep, MemoryImage, Performer, Plan, Step};
 use crate::store::domains::{self, DomainError};
@@ -733,6 +734,7 @@ impl Executor<'_> {
                             mode,
                             file,
                             checksum: false,
+                            writable: false,
                         };
                         driver.create(&volume, &plan, None).await.map_err(on_disk)?;
                     }
@@ -1375,10 +1377,21 @@ impl Executor<'_> {
                             checksum: None,
                         };
                         if reverting {
-                            driver
-                                .revert(&volume, &snapshot, false, None)
-                                .await
-                                .map_err(on_disk)
+                            let outcome = driver.revert(&volume, &snapshot, false, None).await;
+                            match outcome {
+                                Ok(RevertOutcome::Done) => Ok(()),
+                                Err(e) => Err(on_disk(e)),
+                                // A domain starts on its disks right after
+                                // a revert: one the storage will revert
+                                // only later cannot be part of it.
+                                Ok(RevertOutcome::Deferred { message }) => {
+                                    Err(on_disk(DriverError::Inconsistent(format!(
+                                        "the storage deferred the revert of {}: {message}; \
+                                         do not start the domain before it has finished",
+                                        volume.path.display()
+                                    ))))
+                                }
+                            }
                         } else {
                             driver
                                 .delete(

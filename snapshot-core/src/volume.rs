@@ -22,8 +22,9 @@ use snapshot_conf::{
 };
 
 use crate::driver::{
-    Capabilities, Checksum, CreatedSnapshot, DeleteContext, DriverError, Progress, SnapshotMode,
-    SnapshotPlan, SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeFormat, VolumeState,
+    Capabilities, Checksum, CreatedSnapshot, DeleteContext, DriverError, Progress, RevertOutcome,
+    SnapshotMode, SnapshotPlan, SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeFormat,
+    VolumeState,
 };
 use crate::store::intent::{Intent, Recovery, StorageDone};
 use crate::store::{Access, Layout, LayoutError, MetadataStore, Owner, SnapshotRecord, StoreError};
@@ -120,6 +121,9 @@ pub struct CreateOptions {
     pub driver: Option<String>,
     /// Record a content checksum (drivers that can).
     pub checksum: bool,
+    /// Keep the snapshot writable where snapshots are read-only by default
+    /// (btrfs subvolume snapshots).
+    pub writable: bool,
     /// Plan only: check everything, change nothing, return the definition
     /// that would be created.
     pub dry_run: bool,
@@ -322,6 +326,34 @@ impl VolumeApi {
         })
     }
 
+    /// The mode of a first snapshot of `volume`: internal when the first
+    /// driver (of those allowed by `named`) that takes the volume keeps
+    /// snapshots inside it (qcow2, LVM, btrfs subvolumes), else a copy.
+    async fn default_mode(
+        &self,
+        volume: &Volume,
+        named: Option<&str>,
+    ) -> Result<SnapshotMode, VolumeError> {
+        for driver in &self.drivers {
+            if named.is_some_and(|n| n != driver.kind()) {
+                continue;
+            }
+            let caps = driver.capabilities(volume, VolumeState::Offline).await?;
+            if caps.internal {
+                return Ok(SnapshotMode::Internal);
+            }
+            if caps.copy {
+                return Ok(SnapshotMode::Copy);
+            }
+        }
+        // Nothing takes it: `choose` explains why for this mode.
+        Ok(if volume.format == VolumeFormat::Qcow2 {
+            SnapshotMode::Internal
+        } else {
+            SnapshotMode::Copy
+        })
+    }
+
     /// The definition of `name`, with the driver that made it.
     fn stored(
         store: &MetadataStore,
@@ -394,23 +426,22 @@ impl VolumeApi {
         let name = def.name.clone().unwrap_or_else(|| created_at.to_string());
         crate::store::layout::snapshot_file_name(&name)?;
         let mut store = self.store(volume, Access::Write)?;
-        // Default mode: what the volume's snapshots already use (they are
-        // all of one family, so one of them says), else internal for qcow2
-        // and a copy for anything else.
-        let existing = Self::family(&store);
-        let mode = options
-            .mode
-            .or(def.target.mode.map(|m| driver_mode(Some(m))))
-            .or(existing)
-            .unwrap_or(if volume.format == VolumeFormat::Qcow2 {
-                SnapshotMode::Internal
-            } else {
-                SnapshotMode::Copy
-            });
         let named = options
             .driver
             .as_deref()
             .or(def.volume.as_ref().and_then(|v| v.driver.as_deref()));
+        // Default mode: what the volume's snapshots already use (they are
+        // all of one family, so one of them says), else what the first
+        // driver that takes the volume prefers.
+        let existing = Self::family(&store);
+        let mode = match options
+            .mode
+            .or(def.target.mode.map(|m| driver_mode(Some(m))))
+            .or(existing)
+        {
+            Some(mode) => mode,
+            None => self.default_mode(volume, named).await?,
+        };
         let (driver, caps) = self.choose(volume, mode, named).await?;
         let file = match mode {
             SnapshotMode::Internal => None,
@@ -435,6 +466,7 @@ impl VolumeApi {
             mode,
             file: file.clone(),
             checksum: options.checksum && caps.checksums,
+            writable: options.writable,
         };
         if store.tree().contains(&name) {
             return Err(VolumeError::NameTaken {
@@ -721,28 +753,54 @@ impl VolumeApi {
         name: &str,
         options: RevertOptions,
         progress: Option<&Progress>,
-    ) -> Result<(), VolumeError> {
+    ) -> Result<RevertOutcome, VolumeError> {
         let mut store = self.store(volume, Access::Write)?;
         let def = Self::stored(&store, volume, name)?;
         let driver = self.driver_of(volume, &def)?;
         let target = snapshot_ref(&def);
         store.begin_intent(Intent::new(OP_REVERT, &[Recovery::Finish], name))?;
-        if let Err(e) = driver
+        let outcome = match driver
             .revert(volume, &target, options.verify, progress)
             .await
         {
-            // Drivers change nothing when they fail.
-            let _ = store.end_intent();
-            return Err(e.into());
-        }
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // Drivers change nothing when they fail.
+                let _ = store.end_intent();
+                return Err(e.into());
+            }
+        };
         store.advance_intent(1, None)?;
-        store.set_current(Some(name))?;
+        if outcome == RevertOutcome::Done {
+            store.set_current(Some(name))?;
+        }
         store.end_intent()?;
         drop(store);
         if options.drop_newer {
             self.snapshot_delete(volume, name, DeletePolicy::ChildrenOnly, progress)
                 .await?;
         }
+        if let RevertOutcome::Deferred { .. } = &outcome {
+            let mut store = self.store(volume, Access::Write)?;
+            Self::forget_consumed(&mut store, name)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Forgets `name`, whose storage a deferred revert consumes: its
+    /// children move to its parent, which becomes current (the volume's
+    /// state descends from it once the revert finishes).
+    fn forget_consumed(store: &mut MetadataStore, name: &str) -> Result<(), VolumeError> {
+        if !store.tree().contains(name) {
+            return Ok(());
+        }
+        let parent = store
+            .tree()
+            .parent(name)
+            .map_err(StoreError::from)?
+            .map(str::to_string);
+        store.delete(name, ChildPolicy::Rebase)?;
+        store.set_current(parent.as_deref())?;
         Ok(())
     }
 
@@ -876,14 +934,17 @@ impl VolumeApi {
             }
             OP_REVERT => {
                 let name = pending.payload.trim();
+                let mut outcome = RevertOutcome::Done;
                 if pending.step == 0 {
                     let def = Self::stored(&store, volume, name)?;
                     let driver = self.driver_of(volume, &def)?;
-                    driver
+                    outcome = driver
                         .revert(volume, &snapshot_ref(&def), false, None)
                         .await?;
                 }
-                if store.tree().contains(name) {
+                if let RevertOutcome::Deferred { .. } = outcome {
+                    Self::forget_consumed(&mut store, name)?;
+                } else if store.tree().contains(name) {
                     store.set_current(Some(name))?;
                 }
             }
@@ -948,6 +1009,7 @@ fn parse_create_payload(payload: &str) -> Option<(String, SnapshotPlan)> {
             mode,
             file: (!file.is_empty()).then(|| PathBuf::from(file)),
             checksum: false,
+            writable: false,
         },
     ))
 }

@@ -118,12 +118,14 @@ fn embedded(dir: &Path) -> Vec<Row> {
                     rt.block_on(api.snapshot_create_xml(&volume, None, &options, None))
                         .map(drop)
                 }
-                1 => rt.block_on(api.revert_to_snapshot(
-                    &volume,
-                    &name,
-                    RevertOptions::default(),
-                    None,
-                )),
+                1 => rt
+                    .block_on(api.revert_to_snapshot(
+                        &volume,
+                        &name,
+                        RevertOptions::default(),
+                        None,
+                    ))
+                    .map(drop),
                 _ => rt
                     .block_on(api.snapshot_delete(&volume, &name, DeletePolicy::Rebase, None))
                     .map(drop),

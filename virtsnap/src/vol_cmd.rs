@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand, ValueEnum};
 use snapshot_conf::{FormatFlags, FormatOptions, VolSnapshotDef};
-use snapshot_core::driver::{Progress, SnapshotMode, Volume, VolumeDriver};
+use snapshot_core::driver::{Progress, RevertOutcome, SnapshotMode, Volume, VolumeDriver};
 use snapshot_core::store::Access;
 use snapshot_core::volume::{CreateOptions, DeletePolicy, RevertOptions, VolumeApi, VolumeError};
 use snapshot_core::{ListFilter, Location, SnapshotTree};
@@ -120,6 +120,10 @@ pub struct CreateArgs {
     /// Record a sha256 of the content, checked by vol-snapshot-revert --verify.
     #[arg(long)]
     checksum: bool,
+    /// Keep the snapshot writable (btrfs subvolume snapshots are read-only
+    /// otherwise).
+    #[arg(long)]
+    writable: bool,
     /// Check everything and print the <volsnapshot> that would be created;
     /// change nothing.
     #[arg(long)]
@@ -324,13 +328,19 @@ async fn execute(cmd: &VolCommand) -> Result<String, VolumeError> {
                 drop_newer: a.drop_newer,
                 verify: a.verify,
             };
-            with_progress("reverting", |p| async move {
+            let outcome = with_progress("reverting", |p| async move {
                 api.revert_to_snapshot(&volume, &a.snapshot, options, p.as_deref())
                     .await
             })
             .await?;
-            tracing::info!(snapshot = %a.snapshot, "volume reverted");
-            Ok(format!("Volume reverted to snapshot {}\n", a.snapshot))
+            tracing::info!(snapshot = %a.snapshot, ?outcome, "volume reverted");
+            Ok(match outcome {
+                RevertOutcome::Done => format!("Volume reverted to snapshot {}\n", a.snapshot),
+                RevertOutcome::Deferred { message } => format!(
+                    "Volume revert to snapshot {} deferred: {message}\n",
+                    a.snapshot
+                ),
+            })
         }
         VolCommand::Delete(a) => {
             let volume = api.volume(&a.volume, None)?;
@@ -384,6 +394,7 @@ async fn create(api: &VolumeApi, a: &CreateArgs) -> Result<String, VolumeError> 
         file: a.file.clone(),
         driver: a.driver.clone(),
         checksum: a.checksum,
+        writable: a.writable,
         dry_run: a.dry_run,
     };
     let def = with_progress("copying", |p| {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use snapshot_core::conformance::backends::{self, run};
 use snapshot_core::driver::{
-    Capabilities, CreatedSnapshot, DeleteContext, DriverError, Progress, SnapshotMode,
-    SnapshotPlan, SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeState,
+    Capabilities, CreatedSnapshot, DeleteContext, DriverError, Progress, RevertOutcome,
+    SnapshotMode, SnapshotPlan, SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeState,
 };
 use snapshot_core::store::Layout;
 use snapshot_core::volume::{CreateOptions, DeletePolicy, RevertOptions, VolumeApi, VolumeError};
@@ -361,7 +361,7 @@ impl VolumeDriver for CrashAfter {
         snapshot: &SnapshotRef,
         verify: bool,
         progress: Option<&Progress>,
-    ) -> Result<(), DriverError> {
+    ) -> Result<RevertOutcome, DriverError> {
         let out = self.inner.revert(volume, snapshot, verify, progress).await;
         assert!(self.operation != "revert", "injected crash after revert");
         out

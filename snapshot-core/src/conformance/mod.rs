@@ -94,6 +94,7 @@ impl<'a> Session<'a> {
             mode: self.h.mode(),
             file: (self.h.mode() != SnapshotMode::Internal).then(|| file_for(&self.volume, name)),
             checksum,
+            writable: false,
         }
     }
 

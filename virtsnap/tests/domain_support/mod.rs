@@ -12,8 +12,8 @@ use driver_qemu::qcow2;
 use snapshot_core::conformance::backends;
 use snapshot_core::domain_api::DomainApi;
 use snapshot_core::driver::{
-    Capabilities, ChainInfo, CreatedSnapshot, DeleteContext, DriverError, Progress, SnapshotPlan,
-    SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeState,
+    Capabilities, ChainInfo, CreatedSnapshot, DeleteContext, DriverError, Progress, RevertOutcome,
+    SnapshotPlan, SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeState,
 };
 use snapshot_core::store::{Access, Layout, MetadataStore, Owner, domains};
 
@@ -200,7 +200,7 @@ impl VolumeDriver for Faulty {
         s: &SnapshotRef,
         verify: bool,
         p: Option<&Progress>,
-    ) -> Result<(), DriverError> {
+    ) -> Result<RevertOutcome, DriverError> {
         self.inner.revert(v, s, verify, p).await
     }
     async fn delete(
