@@ -21,8 +21,8 @@
 //! The driver does more than its peer in a few rows: it syncs the
 //! snapshot's (or volume's) directory so the result survives a crash, and
 //! checks what it is given before it acts. The peers' times are whole
-//! processes started from this one; the subvolume rows of the driver
-//! start `btrfs` too. Where a loop-mounted btrfs cannot be made (not root,
+//! processes started from this one, while the driver calls the btrfs
+//! ioctls itself. Where a loop-mounted btrfs cannot be made (not root,
 //! no btrfs-progs, no loop devices) the bench prints why and exits 0.
 
 use std::fs::{self, File};

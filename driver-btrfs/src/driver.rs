@@ -25,7 +25,8 @@ pub(crate) const SHA256: &str = "sha256";
 /// - Files: [`SnapshotMode::Copy`] snapshots, reflinked; the plan's file
 ///   must be on the same btrfs filesystem. Checksums, when asked for,
 ///   read the whole content (the only step that is not O(1)).
-/// - Subvolumes: [`SnapshotMode::Internal`] snapshots, read-only, named
+/// - Subvolumes: [`SnapshotMode::Internal`] snapshots, read-only unless
+///   the plan asks for a writable one ([`SnapshotPlan::writable`]), named
 ///   by the snapshot's name in [`crate::snapshot_dir`]; listed from there.
 /// - A volume in use by a running guest is declined (its hypervisor's
 ///   driver must take it), as is anything not on btrfs.

@@ -11,27 +11,39 @@
 //!   rename); delete removes the snapshot's file. These are
 //!   [`snapshot_core::driver::SnapshotMode::Copy`] snapshots, as the
 //!   `file` driver makes, but never a byte is copied: where a reflink is
-//!   impossible the driver refuses instead of copying.
+//!   impossible the driver refuses instead of copying. Asking for a
+//!   writable snapshot changes nothing: the copy is an ordinary file.
 //! - **Subvolumes** (the volume's path is a btrfs subvolume): a snapshot
-//!   is a read-only subvolume snapshot (`btrfs subvolume snapshot -r`),
-//!   kept by name in the directory `.VOLUME.snapshots` beside the volume
-//!   ([`snapshot_dir`]): [`snapshot_core::driver::SnapshotMode::Internal`]
-//!   snapshots that [`snapshot_core::driver::VolumeDriver::list`] finds
-//!   again. Revert makes a writable snapshot of the snapshot under a
-//!   temporary name beside the volume and swaps the two atomically
+//!   is a subvolume snapshot, read-only (like `btrfs subvolume snapshot
+//!   -r`) unless the plan asks for a writable one
+//!   ([`snapshot_core::driver::SnapshotPlan::writable`], like `btrfs
+//!   subvolume snapshot` without `-r`), kept by name in the directory
+//!   `.VOLUME.snapshots` beside the volume ([`snapshot_dir`]):
+//!   [`snapshot_core::driver::SnapshotMode::Internal`] snapshots that
+//!   [`snapshot_core::driver::VolumeDriver::list`] finds again. Revert
+//!   makes a writable snapshot of the snapshot under a temporary name
+//!   beside the volume and swaps the two atomically
 //!   (`renameat2(RENAME_EXCHANGE)`), then deletes the old state; delete
-//!   is `btrfs subvolume delete`.
+//!   deletes the snapshot's subvolume. Revert, delete and list treat
+//!   both kinds alike, so the driver records nothing of which is which.
+//!   A writable snapshot can have been changed since it was taken:
+//!   reverting to it restores its content as it is at the revert, not as
+//!   it was taken (as with any snapshot made by `btrfs subvolume snapshot`
+//!   without `-r`).
 //!
 //! On any other filesystem the driver declares nothing (default
 //! [`snapshot_core::driver::Capabilities`]), so a caller that tries
 //! drivers in order of preference falls through to the `file` driver.
 //! A volume a running guest writes to is declined too.
 //!
-//! Subvolume work runs `btrfs` (btrfs-progs): the subvolume ioctls need
-//! `unsafe` code, which this workspace forbids. File work is plain
-//! syscalls through `rustix`, on `tokio::task::spawn_blocking`.
+//! Subvolume snapshots are made and deleted with the btrfs ioctls
+//! (`BTRFS_IOC_SNAP_CREATE_V2`, `BTRFS_IOC_SNAP_DESTROY`) in the module
+//! `ioctl`, the only `unsafe` code of the workspace; btrfs-progs is not
+//! needed. Everything blocking (ioctls, file syscalls through `rustix`)
+//! runs on `tokio::task::spawn_blocking`.
 
 mod driver;
+mod ioctl;
 mod probe;
 mod reflink;
 mod subvolume;

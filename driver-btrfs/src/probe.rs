@@ -3,8 +3,11 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+
+use rustix::fs::{FileType, StatFs};
 
 /// `statfs`'s `f_type` of a btrfs filesystem.
 pub const BTRFS_SUPER_MAGIC: u32 = 0x9123_683E;
@@ -19,10 +22,14 @@ const SUBVOLUME_ROOT_INO: u64 = 256;
 /// `statfs` fails (the path does not exist, a directory on the way is
 /// not searchable).
 pub fn is_btrfs(path: &Path) -> io::Result<bool> {
-    let st = rustix::fs::statfs(path)?;
+    Ok(is_btrfs_statfs(&rustix::fs::statfs(path)?))
+}
+
+/// Whether `st` is of a btrfs filesystem.
+fn is_btrfs_statfs(st: &StatFs) -> bool {
     // `f_type` is a signed word of the architecture's size: compare its
     // low 32 bits, where the magic number lives.
-    Ok(i128::from(st.f_type) & 0xFFFF_FFFF == i128::from(BTRFS_SUPER_MAGIC))
+    i128::from(st.f_type) & 0xFFFF_FFFF == i128::from(BTRFS_SUPER_MAGIC)
 }
 
 /// What a volume's path is.
@@ -57,6 +64,19 @@ pub(crate) fn kind(path: &Path) -> io::Result<Kind> {
 /// Whether `meta` (of a path on btrfs) is a subvolume's root.
 pub(crate) fn is_subvolume_meta(meta: &fs::Metadata) -> bool {
     meta.is_dir() && meta.ino() == SUBVOLUME_ROOT_INO
+}
+
+/// Whether the open directory `fd` is a subvolume's root on btrfs: what
+/// a snapshot ioctl must be given (for any other directory it would
+/// snapshot the whole subvolume around it).
+///
+/// # Errors
+/// `fstat` or `fstatfs` fails.
+pub(crate) fn is_subvolume_fd(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok(FileType::from_raw_mode(st.st_mode) == FileType::Directory
+        && st.st_ino == SUBVOLUME_ROOT_INO
+        && is_btrfs_statfs(&rustix::fs::fstatfs(fd)?))
 }
 
 /// Whether `path` is a subvolume's root on btrfs, without following a

@@ -287,3 +287,258 @@ async fn subvolume_snapshots_are_listed_and_reverts_leave_nothing_behind() {
         .expect_err("a name with a slash");
     assert!(matches!(err, DriverError::InvalidName { .. }), "{err}");
 }
+
+/// A subvolume `data` on `fs` holding the file `a` ("one"), as a volume.
+fn subvolume(fs: &Btrfs) -> Volume {
+    let vol = fs.path().join("data");
+    support::btrfs(&["subvolume", "create", vol.to_str().expect("UTF-8")]);
+    fs::write(vol.join("a"), b"one").expect("write");
+    Volume::new(&vol, VolumeFormat::Other("subvolume".into()))
+}
+
+/// `btrfs property get -ts PATH ro`.
+fn ro_property(path: &Path) -> String {
+    support::btrfs(&[
+        "property",
+        "get",
+        "-ts",
+        path.to_str().expect("UTF-8"),
+        "ro",
+    ])
+    .trim()
+    .to_string()
+}
+
+/// The paths `btrfs subvolume list` gives for the filesystem at `mount`.
+fn subvolumes(mount: &Path) -> Vec<String> {
+    support::btrfs(&["subvolume", "list", mount.to_str().expect("UTF-8")])
+        .lines()
+        .filter_map(|line| line.split_once(" path ").map(|(_, p)| p.to_string()))
+        .collect()
+}
+
+/// The names in the directory `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().into_string().expect("UTF-8"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn read_only_snapshots_refuse_writes() {
+    let Some(fs) = Btrfs::new_or_skip("300M") else {
+        return;
+    };
+    let driver = BtrfsDriver::new();
+    let volume = subvolume(&fs);
+    driver
+        .create(&volume, &plan("ro", SnapshotMode::Internal, None), None)
+        .await
+        .expect("create");
+    let snap = snapshot_dir(&volume.path).join("ro");
+    assert_eq!(ro_property(&snap), "ro=true");
+    let err = fs::OpenOptions::new()
+        .write(true)
+        .open(snap.join("a"))
+        .expect_err("a read-only snapshot's file cannot be opened for writing");
+    assert_eq!(err.kind(), std::io::ErrorKind::ReadOnlyFilesystem, "{err}");
+    let err = fs::write(snap.join("new"), b"x").expect_err("nor can a file be created");
+    assert_eq!(err.kind(), std::io::ErrorKind::ReadOnlyFilesystem, "{err}");
+    assert_eq!(fs::read(snap.join("a")).expect("read"), b"one");
+    // The volume itself stays writable.
+    fs::write(volume.path.join("a"), b"two").expect("the volume is writable");
+    assert_eq!(ro_property(&volume.path), "ro=false");
+}
+
+#[tokio::test]
+async fn writable_snapshots_take_writes_and_revert_to_their_content() {
+    let Some(fs) = Btrfs::new_or_skip("300M") else {
+        return;
+    };
+    let driver = BtrfsDriver::new();
+    let volume = subvolume(&fs);
+    let mut writable = plan("rw", SnapshotMode::Internal, None);
+    writable.writable = true;
+    let created = driver
+        .create(&volume, &writable, None)
+        .await
+        .expect("create");
+    let snap = snapshot_dir(&volume.path).join("rw");
+    assert_eq!(ro_property(&snap), "ro=false");
+    assert_eq!(fs::read(snap.join("a")).expect("read"), b"one");
+
+    // Both the snapshot and the volume change after the snapshot.
+    fs::write(snap.join("a"), b"changed in the snapshot").expect("the snapshot is writable");
+    fs::write(snap.join("b"), b"added to the snapshot").expect("the snapshot is writable");
+    fs::write(volume.path.join("a"), b"changed in the volume").expect("write");
+    fs::write(volume.path.join("c"), b"added to the volume").expect("write");
+    let listed: Vec<String> = driver
+        .list(&volume)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(listed, ["rw"], "writable snapshots are listed");
+
+    // The revert restores the snapshot's content as it is now.
+    driver
+        .revert(&volume, &created.as_ref(), true, None)
+        .await
+        .expect("revert");
+    assert_eq!(
+        fs::read(volume.path.join("a")).expect("read"),
+        b"changed in the snapshot"
+    );
+    assert_eq!(
+        fs::read(volume.path.join("b")).expect("read"),
+        b"added to the snapshot"
+    );
+    assert!(
+        !volume.path.join("c").exists(),
+        "the volume's change is gone"
+    );
+    assert_eq!(ro_property(&volume.path), "ro=false");
+    fs::write(volume.path.join("d"), b"x").expect("the reverted volume is writable");
+    // The snapshot is kept, still writable, and independent of the volume.
+    assert_eq!(ro_property(&snap), "ro=false");
+    assert!(!snap.join("d").exists());
+    assert_eq!(entries(fs.path()), [".data.snapshots", "data"]);
+
+    driver
+        .delete(&volume, &created.as_ref(), &DeleteContext::default(), None)
+        .await
+        .expect("delete");
+    assert_eq!(entries(fs.path()), ["data"]);
+
+    // For a file, `writable` changes nothing: a reflinked copy as always.
+    let disk = fs.path().join("disk.img");
+    fs::write(&disk, b"data").expect("write");
+    let file = fs.path().join("disk.img.rw");
+    let mut copy = plan("rw", SnapshotMode::Copy, Some(&file));
+    copy.writable = true;
+    driver
+        .create(&Volume::new(&disk, VolumeFormat::Raw), &copy, None)
+        .await
+        .expect("a writable copy");
+    assert_eq!(fs::read(&file).expect("read"), b"data");
+}
+
+#[tokio::test]
+async fn invalid_names_are_refused_and_nothing_is_created() {
+    let Some(fs) = Btrfs::new_or_skip("300M") else {
+        return;
+    };
+    let driver = BtrfsDriver::new();
+    let volume = subvolume(&fs);
+    let long = "n".repeat(256);
+    let longer = "n".repeat(5000);
+    for (name, why) in [
+        ("", "empty"),
+        (".", "'.' and '..'"),
+        ("..", "'.' and '..'"),
+        ("a/b", "'/'"),
+        ("../escape", "'/'"),
+        ("x\0y", "NUL"),
+        (long.as_str(), "255 bytes"),
+        (longer.as_str(), "4039 bytes"),
+    ] {
+        for writable in [false, true] {
+            let mut p = plan(name, SnapshotMode::Internal, None);
+            p.writable = writable;
+            let err = driver
+                .create(&volume, &p, None)
+                .await
+                .expect_err("an invalid name");
+            let DriverError::InvalidName { reason, .. } = &err else {
+                panic!("{name:?}: {err}");
+            };
+            assert!(reason.contains(why), "{name:?}: {err}");
+            assert!(err.to_string().contains("invalid snapshot name"), "{err}");
+        }
+        let snapshot = snapshot_core::driver::SnapshotRef {
+            name: name.to_string(),
+            mode: SnapshotMode::Internal,
+            file: None,
+            checksum: None,
+        };
+        let err = driver
+            .revert(&volume, &snapshot, false, None)
+            .await
+            .expect_err("revert to an invalid name");
+        assert!(matches!(err, DriverError::InvalidName { .. }), "{err}");
+        let err = driver
+            .delete(&volume, &snapshot, &DeleteContext::default(), None)
+            .await
+            .expect_err("delete of an invalid name");
+        assert!(matches!(err, DriverError::InvalidName { .. }), "{err}");
+    }
+    assert_eq!(entries(fs.path()), ["data"], "no snapshot directory");
+    assert_eq!(subvolumes(fs.path()), ["data"], "no subvolume");
+    assert_eq!(fs::read(volume.path.join("a")).expect("read"), b"one");
+}
+
+#[tokio::test]
+async fn deleting_a_snapshot_removes_its_subvolume() {
+    let Some(fs) = Btrfs::new_or_skip("300M") else {
+        return;
+    };
+    let driver = BtrfsDriver::new();
+    let volume = subvolume(&fs);
+    let mut made = Vec::new();
+    for (name, writable) in [("s1", false), ("s2", true)] {
+        let mut p = plan(name, SnapshotMode::Internal, None);
+        p.writable = writable;
+        made.push(driver.create(&volume, &p, None).await.expect("create"));
+    }
+    assert_eq!(
+        subvolumes(fs.path()),
+        ["data", ".data.snapshots/s1", ".data.snapshots/s2"]
+    );
+
+    driver
+        .delete(&volume, &made[0].as_ref(), &DeleteContext::default(), None)
+        .await
+        .expect("delete a read-only snapshot");
+    assert_eq!(subvolumes(fs.path()), ["data", ".data.snapshots/s2"]);
+    assert!(!snapshot_dir(&volume.path).join("s1").exists());
+    // Again: a missing snapshot is fine.
+    driver
+        .delete(&volume, &made[0].as_ref(), &DeleteContext::default(), None)
+        .await
+        .expect("delete again");
+
+    // Something else under a snapshot's name is not deleted.
+    let squatter = snapshot_dir(&volume.path).join("s3");
+    fs::create_dir(&squatter).expect("mkdir");
+    fs::write(squatter.join("keep"), b"mine").expect("write");
+    let s3 = snapshot_core::driver::SnapshotRef {
+        name: "s3".to_string(),
+        mode: SnapshotMode::Internal,
+        file: None,
+        checksum: None,
+    };
+    let err = driver
+        .delete(&volume, &s3, &DeleteContext::default(), None)
+        .await
+        .expect_err("a plain directory is not a snapshot");
+    assert!(matches!(err, DriverError::Inconsistent(_)), "{err}");
+    assert_eq!(fs::read(squatter.join("keep")).expect("read"), b"mine");
+    fs::remove_dir_all(&squatter).expect("cleanup");
+
+    driver
+        .delete(&volume, &made[1].as_ref(), &DeleteContext::default(), None)
+        .await
+        .expect("delete a writable snapshot");
+    assert_eq!(subvolumes(fs.path()), ["data"]);
+    assert_eq!(
+        entries(fs.path()),
+        ["data"],
+        "the snapshot directory went too"
+    );
+    let listed = driver.list(&volume).await.expect("list");
+    assert!(listed.is_empty(), "{listed:?}");
+}
