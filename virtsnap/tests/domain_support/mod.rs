@@ -1,8 +1,11 @@
 //! Shared fixture of the domain snapshot tests: a state directory with
 //! domain `vm` and its three disks on real images, and what the tests
-//! read back (sources, contents hashed, internal snapshots, files).
+//! read back (sources, contents hashed, internal snapshots, files); a
+//! loop-mounted btrfs ([`btrfs`]) for disks the btrfs driver takes.
 
 #![allow(dead_code)]
+
+pub mod btrfs;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -64,8 +67,31 @@ impl Fixture {
             b = f.path("vdb.qcow2").display(),
             c = f.path("vdc.raw").display(),
         );
-        domains::define(&f.layout, &xml).expect("domain defined");
+        f.define(&xml);
         f
+    }
+
+    /// A state directory in `dir` with the domain `xml` (named `vm`)
+    /// defined; its images are the caller's.
+    pub fn with_domain(dir: &Path, xml: &str) -> Self {
+        let f = Self {
+            dir: dir.to_path_buf(),
+            layout: Layout::new(dir.join("state")),
+        };
+        f.define(xml);
+        f
+    }
+
+    fn define(&self, xml: &str) {
+        domains::define(&self.layout, xml).expect("domain defined");
+    }
+
+    /// The domain's current definition, as stored.
+    pub fn definition(&self) -> String {
+        domains::get(&self.layout, "vm")
+            .expect("domain")
+            .xml
+            .to_xml(true)
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -136,6 +162,16 @@ pub fn real_drivers() -> Vec<Arc<dyn VolumeDriver>> {
     ]
 }
 
+/// The drivers of the command line, in its order (`vol_cmd::drivers()`,
+/// private to the binary's library): qemu, btrfs, file.
+pub fn cli_drivers() -> Vec<Arc<dyn VolumeDriver>> {
+    vec![
+        Arc::new(driver_qemu::QemuDriver::new()),
+        Arc::new(driver_btrfs::BtrfsDriver::new()),
+        Arc::new(driver_file::FileDriver::new()),
+    ]
+}
+
 /// A fault injected into a real driver.
 #[derive(Debug)]
 pub enum Fault {
@@ -163,6 +199,29 @@ impl Faulty {
                     inner,
                     fault: make(),
                 }) as Arc<dyn VolumeDriver>
+            })
+            .collect()
+    }
+
+    /// `drivers` with `fault` injected into the one of `kind` only.
+    ///
+    /// # Panics
+    /// No driver is of `kind`.
+    pub fn only(
+        drivers: Vec<Arc<dyn VolumeDriver>>,
+        kind: &str,
+        fault: Fault,
+    ) -> Vec<Arc<dyn VolumeDriver>> {
+        assert!(
+            drivers.iter().any(|d| d.kind() == kind),
+            "no driver of kind {kind} to inject a fault into"
+        );
+        let mut fault = Some(fault);
+        drivers
+            .into_iter()
+            .map(|inner| match fault.take_if(|_| inner.kind() == kind) {
+                Some(fault) => Arc::new(Self { inner, fault }) as Arc<dyn VolumeDriver>,
+                None => inner,
             })
             .collect()
     }
