@@ -263,9 +263,10 @@ impl VolSnapshotDef {
         }
         let t = &self.target;
         let image = t.format.is_some() || !t.source.is_empty() || t.checksum.is_some();
+        let internal = t.mode == Some(VolSnapshotMode::Internal);
         let attrs = [
             ("mode", t.mode.map(VolSnapshotMode::as_str)),
-            ("type", image.then(|| t.source.kind.as_str())),
+            ("type", (image && !internal).then(|| t.source.kind.as_str())),
         ];
         if image {
             w.open("snapshot", &attrs);
@@ -386,7 +387,9 @@ fn parse_target(cx: &Cx<'_, '_>, node: Node<'_, '_>) -> Result<VolSnapshotTarget
     };
     let internal = mode == Some(VolSnapshotMode::Internal);
     if internal {
-        cx.check_content(node, &["mode"], &[], false)?;
+        // An internal snapshot is inside the volume: no image of its own,
+        // only the checksum a driver may have recorded.
+        cx.check_content(node, &["mode"], &["checksum"], false)?;
     } else {
         cx.check_content(
             node,
@@ -465,14 +468,14 @@ fn parse_target(cx: &Cx<'_, '_>, node: Node<'_, '_>) -> Result<VolSnapshotTarget
             value: value.to_string(),
         });
     }
-    let image = target.format.is_some() || !target.source.is_empty() || target.checksum.is_some();
-    if internal && image {
+    if internal && (target.format.is_some() || !target.source.is_empty()) {
         return Err(ConfError::NotAllowed {
             what: "a new image in an internal volume snapshot".into(),
             why: "internal snapshots live inside the volume; set mode='external' or remove <source> and <driver>",
             pos: cx.pos(node),
         });
     }
+    let image = target.format.is_some() || !target.source.is_empty() || target.checksum.is_some();
     if target.mode.is_none() && image {
         target.mode = Some(VolSnapshotMode::External);
     }

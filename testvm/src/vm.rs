@@ -44,7 +44,8 @@ const CONSOLE_TAIL_LINES: usize = 40;
 
 /// How to boot a guest. Every field has a default ([`Options::new`]):
 /// no disks, no payload, 1024 MiB, 2 CPUs, 120 s to become ready, 120 s per
-/// command, 10 min to wait for a free guest slot.
+/// command, 30 min to wait for a free guest slot (guests queue behind
+/// long guest suites: the LVM one runs about 10 min under TCG).
 #[derive(Debug, Clone)]
 pub struct Options {
     disks: Vec<u64>,
@@ -65,7 +66,7 @@ impl Default for Options {
             cpus: 2,
             ready_timeout: Duration::from_secs(120),
             command_timeout: COMMAND_TIMEOUT,
-            slot_timeout: Duration::from_secs(600),
+            slot_timeout: Duration::from_secs(1800),
         }
     }
 }
@@ -127,7 +128,7 @@ impl Options {
     }
 
     /// How long to wait for a free guest slot when other tests' guests use
-    /// them all (default 10 min; see `VIRTSNAP_TESTVM_PARALLEL`).
+    /// them all (default 30 min; see `VIRTSNAP_TESTVM_PARALLEL`).
     #[must_use]
     pub fn slot_timeout(mut self, timeout: Duration) -> Self {
         self.slot_timeout = timeout;

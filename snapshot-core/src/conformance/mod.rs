@@ -21,8 +21,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::driver::{
-    CreatedSnapshot, DeleteContext, DriverError, SnapshotMode, SnapshotPlan, SnapshotRef, Volume,
-    VolumeDriver, VolumeState,
+    CreatedSnapshot, DeleteContext, DriverError, RevertOutcome, SnapshotMode, SnapshotPlan,
+    SnapshotRef, Volume, VolumeDriver, VolumeState,
 };
 use crate::tree::{ChildPolicy, Location, SnapshotInfo, SnapshotTree, StateKind};
 
@@ -45,6 +45,16 @@ pub trait Harness: Send + Sync {
     fn write(&self, volume: &Volume, offset: u64, len: u64, pattern: u8);
     /// The volume's content as a guest sees it.
     fn content(&self, volume: &Volume) -> Vec<u8>;
+    /// Changes what `snapshot` of `volume` holds behind the driver's back,
+    /// as damage would. The default writes to the snapshot's file; a
+    /// driver whose snapshots have none supplies its own.
+    fn damage(&self, volume: &Volume, snapshot: &CreatedSnapshot) {
+        let file = snapshot
+            .file
+            .as_ref()
+            .expect("a snapshot without a file needs the harness's own damage()");
+        self.write(&Volume::new(file, volume.format.clone()), 0, CHUNK, 0x99);
+    }
 }
 
 /// The suite's view of one volume and its snapshots.
@@ -131,11 +141,17 @@ impl<'a> Session<'a> {
 
     async fn revert(&mut self, name: &str) {
         let target = self.refs[name].clone();
-        self.h
+        let outcome = self
+            .h
             .driver()
             .revert(&self.volume, &target, true, None)
             .await
             .unwrap_or_else(|e| panic!("reverting to '{name}': {e}"));
+        assert_eq!(
+            outcome,
+            RevertOutcome::Done,
+            "reverting to '{name}' of a volume nobody has open"
+        );
         assert!(
             self.content() == self.contents[name],
             "after reverting to '{name}' the volume does not hold its content"
@@ -341,15 +357,14 @@ pub async fn checksum_detects_damage(h: &dyn Harness, dir: &Path) {
     }
     s.write(6, 0x66);
     let created = s.create("summed", true).await;
-    let sum = created.checksum.expect("a checksum was asked for");
+    let sum = created.checksum.clone().expect("a checksum was asked for");
     assert_eq!(sum.algorithm, "sha256");
     assert_eq!(sum.value.len(), 64, "a sha256 digest has 64 hex digits");
     assert!(sum.value.bytes().all(|b| b.is_ascii_hexdigit()));
     s.revert("summed").await;
     s.write(7, 0x77);
     let before = s.content();
-    let file = created.file.expect("a checksummed snapshot has a file");
-    h.write(&Volume::new(&file, s.volume.format.clone()), 0, CHUNK, 0x99);
+    h.damage(&s.volume, &created);
     let err = h
         .driver()
         .revert(&s.volume, &s.refs["summed"], true, None)
