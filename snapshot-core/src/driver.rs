@@ -449,6 +449,33 @@ pub enum DriverError {
     /// file missing, a backing file pointing elsewhere).
     #[error("{0}")]
     Inconsistent(String),
+    /// A plugin reported an error of its own (its code has no closer
+    /// variant here).
+    #[error("plugin '{plugin}' could not {operation}: {message} [{code}]")]
+    Plugin {
+        /// The plugin's name.
+        plugin: String,
+        /// What was asked.
+        operation: String,
+        /// The ABI's stable error name (`io`, `permission`, ...).
+        code: String,
+        /// What the plugin said.
+        message: String,
+    },
+    /// A plugin broke the plugin ABI (a malformed or missing result, a
+    /// panic, an unknown return code): the host recorded nothing.
+    #[error(
+        "plugin '{plugin}' failed to {operation}: {problem}; virtsnap recorded nothing \
+         (report this to the plugin's author)"
+    )]
+    PluginFault {
+        /// The plugin's name.
+        plugin: String,
+        /// What was asked.
+        operation: String,
+        /// What went wrong.
+        problem: String,
+    },
 }
 
 impl DriverError {

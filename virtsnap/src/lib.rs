@@ -13,6 +13,7 @@ mod demo;
 mod domain_cmd;
 mod help;
 mod logging;
+mod plugin_cmd;
 mod snapshot_cmd;
 mod transfer_cmd;
 mod vol_cmd;
@@ -81,6 +82,9 @@ enum Command {
     Transfer(transfer_cmd::TransferCommand),
     #[command(flatten)]
     Volume(vol_cmd::VolCommand),
+    /// List the storage-driver plugins found (name, ABI, version,
+    /// operations, path) and why any was refused.
+    PluginList(plugin_cmd::ListArgs),
     /// Show what virtsnap does on three scratch volumes (internal qcow2,
     /// an external qcow2 chain, a raw copy), checking every step.
     Demo,
@@ -139,6 +143,7 @@ const GROUPS: &[help::GroupSpec] = &[
         keyword: "virtsnap",
         members: &[
             help::Members::Named("demo"),
+            help::Members::Named("plugin-list"),
             help::Members::Named("help"),
             help::Members::Named("completions"),
         ],
@@ -184,6 +189,7 @@ where
         Command::Snapshot(c) => snapshot_cmd::run(&c),
         Command::Transfer(c) => transfer_cmd::run(&c),
         Command::Volume(c) => vol_cmd::run(&c),
+        Command::PluginList(a) => plugin_cmd::run(&a),
         Command::Demo => demo::run(),
         Command::Xml(c) => xml_cmd::run(&c),
         Command::Help(a) => help::run(&a, command(), &help::groups(&cmd, GROUPS)),

@@ -214,15 +214,17 @@ pub struct DeleteArgs {
 /// The drivers of this build, in order of preference: qemu-img for qcow2,
 /// LVM snapshots of logical volumes (classic ones sized by
 /// `$VIRTSNAP_LVM_SNAPSHOT_SIZE`, default 20 % of the origin), btrfs
-/// reflinks and subvolume snapshots on btrfs, then full copies for
-/// anything.
+/// reflinks and subvolume snapshots on btrfs, the plugins found
+/// (`plugin-list`), then full copies for anything.
 pub fn drivers() -> Vec<Arc<dyn VolumeDriver>> {
-    vec![
+    let mut drivers: Vec<Arc<dyn VolumeDriver>> = vec![
         Arc::new(driver_qemu::QemuDriver::new()),
         Arc::new(driver_lvm::LvmDriver::from_env()),
         Arc::new(driver_btrfs::BtrfsDriver::new()),
-        Arc::new(driver_file::FileDriver::new()),
-    ]
+    ];
+    drivers.extend(crate::plugin_cmd::plugin_drivers());
+    drivers.push(Arc::new(driver_file::FileDriver::new()));
+    drivers
 }
 
 /// The domain snapshot API of the CLI: the storage drivers, and QEMU as

@@ -1,7 +1,7 @@
 //! What the drivers' tests share to reach real backends: finding the
 //! tools (and failing, not skipping, when `VIRTSNAP_REQUIRE_BACKENDS` is
 //! set), running them, qcow2 images made, written and read with
-//! `qemu-img` and `qemu-io`, a [`Harness`] for qcow2 volumes, and a small
+//! `qemu-img` and `qemu-io`, [`Harness`]es for qcow2 and raw volumes, and a small
 //! tmpfs for filling a filesystem.
 
 use std::path::{Path, PathBuf};
@@ -136,6 +136,49 @@ impl<D: VolumeDriver> Harness for Qcow2Harness<D> {
 
     fn content(&self, volume: &Volume) -> Vec<u8> {
         content(&volume.path, "qcow2")
+    }
+}
+
+/// A [`Harness`] for raw files written and read with plain file I/O (a
+/// raw file's bytes are what a guest sees), for any driver and mode.
+#[derive(Debug)]
+pub struct RawHarness<D> {
+    /// The driver under test.
+    pub driver: D,
+    /// The mode under test.
+    pub mode: SnapshotMode,
+}
+
+impl<D: VolumeDriver> Harness for RawHarness<D> {
+    fn driver(&self) -> &dyn VolumeDriver {
+        &self.driver
+    }
+
+    fn mode(&self) -> SnapshotMode {
+        self.mode
+    }
+
+    fn new_volume(&self, dir: &Path, name: &str) -> Volume {
+        let path = dir.join(format!("{name}.img"));
+        std::fs::File::create(&path)
+            .and_then(|f| f.set_len(VOLUME_SIZE))
+            .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        Volume::new(path, VolumeFormat::Raw)
+    }
+
+    fn write(&self, volume: &Volume, offset: u64, len: u64, pattern: u8) {
+        use std::os::unix::fs::FileExt;
+        let data = vec![pattern; usize::try_from(len).expect("a small write")];
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&volume.path)
+            .and_then(|f| f.write_all_at(&data, offset))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", volume.path.display()));
+    }
+
+    fn content(&self, volume: &Volume) -> Vec<u8> {
+        std::fs::read(&volume.path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", volume.path.display()))
     }
 }
 

@@ -1,0 +1,182 @@
+//! [`Linked`]: a `snapshot_core` [`VolumeDriver`] served as a plugin.
+//! Each call runs the driver's future to completion on the instance's own
+//! single-threaded tokio runtime (the plugin's, not the host's: the two
+//! never share one). Errors keep their kind across the ABI.
+
+use snapshot_core::driver::{DriverError, Progress, VolumeDriver};
+
+use crate::abi;
+use crate::convert;
+use crate::payload::{
+    Capabilities, CapabilitiesRequest, CreateRequest, CreatedSnapshot, DeleteRequest, ListRequest,
+    ListResult, RevertRequest, RevertResult, UndoRequest,
+};
+
+use super::{Call, Error};
+
+/// A linked driver and the runtime its futures run on.
+#[derive(Debug)]
+pub struct Linked<D> {
+    driver: D,
+    runtime: tokio::runtime::Runtime,
+}
+
+// The methods take requests by value, as `Plugin`'s do, so a plugin's
+// methods forward with no borrow dance.
+#[allow(clippy::needless_pass_by_value)]
+impl<D: VolumeDriver> Linked<D> {
+    /// Serves `driver`.
+    ///
+    /// # Errors
+    /// The runtime cannot start.
+    pub fn new(driver: D) -> Result<Self, Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("starting the plugin's runtime", &e))?;
+        Ok(Self { driver, runtime })
+    }
+
+    /// See [`super::Plugin::capabilities`].
+    ///
+    /// # Errors
+    /// The driver's.
+    pub fn capabilities(
+        &self,
+        r: CapabilitiesRequest,
+        _call: &Call<'_>,
+    ) -> Result<Capabilities, Error> {
+        let volume = convert::volume_from_doc(&r.volume);
+        let caps = self
+            .runtime
+            .block_on(
+                self.driver
+                    .capabilities(&volume, convert::state_from_doc(r.state)),
+            )
+            .map_err(|e| error(&e))?;
+        Ok(convert::caps_to_doc(&caps))
+    }
+
+    /// See [`super::Plugin::create`].
+    ///
+    /// # Errors
+    /// The driver's.
+    pub fn create(&self, r: CreateRequest, call: &Call<'_>) -> Result<CreatedSnapshot, Error> {
+        let volume = convert::volume_from_doc(&r.volume);
+        let plan = convert::plan_from_doc(&r.plan);
+        let progress = forward(call);
+        let created = self
+            .runtime
+            .block_on(self.driver.create(&volume, &plan, Some(&*progress)))
+            .map_err(|e| error(&e))?;
+        convert::created_to_doc(&created).map_err(|e| Error::internal(e.to_string()))
+    }
+
+    /// See [`super::Plugin::delete`].
+    ///
+    /// # Errors
+    /// The driver's.
+    pub fn delete(&self, r: DeleteRequest, call: &Call<'_>) -> Result<(), Error> {
+        let volume = convert::volume_from_doc(&r.volume);
+        let context = snapshot_core::driver::DeleteContext {
+            parent: r.parent.as_ref().map(convert::ref_from_doc),
+            children: r.children.iter().map(convert::ref_from_doc).collect(),
+            is_current: r.is_current,
+        };
+        let progress = forward(call);
+        self.runtime
+            .block_on(self.driver.delete(
+                &volume,
+                &convert::ref_from_doc(&r.snapshot),
+                &context,
+                Some(&*progress),
+            ))
+            .map_err(|e| error(&e))
+    }
+
+    /// See [`super::Plugin::revert`].
+    ///
+    /// # Errors
+    /// The driver's.
+    pub fn revert(&self, r: RevertRequest, call: &Call<'_>) -> Result<RevertResult, Error> {
+        let volume = convert::volume_from_doc(&r.volume);
+        let progress = forward(call);
+        let outcome = self
+            .runtime
+            .block_on(self.driver.revert(
+                &volume,
+                &convert::ref_from_doc(&r.snapshot),
+                r.verify,
+                Some(&*progress),
+            ))
+            .map_err(|e| error(&e))?;
+        Ok(convert::outcome_to_doc(&outcome))
+    }
+
+    /// See [`super::Plugin::list`].
+    ///
+    /// # Errors
+    /// The driver's.
+    pub fn list(&self, r: ListRequest, _call: &Call<'_>) -> Result<ListResult, Error> {
+        let volume = convert::volume_from_doc(&r.volume);
+        let list = self
+            .runtime
+            .block_on(self.driver.list(&volume))
+            .map_err(|e| error(&e))?;
+        Ok(ListResult {
+            snapshots: list
+                .iter()
+                .map(convert::storage_to_doc)
+                .collect::<Result<_, _>>()
+                .map_err(|e| Error::internal(e.to_string()))?,
+        })
+    }
+
+    /// See [`super::Plugin::undo`].
+    ///
+    /// # Errors
+    /// The driver's.
+    pub fn undo(&self, r: UndoRequest, _call: &Call<'_>) -> Result<(), Error> {
+        let volume = convert::volume_from_doc(&r.volume);
+        self.runtime
+            .block_on(
+                self.driver
+                    .undo(&volume, &convert::created_from_doc(&r.snapshot)),
+            )
+            .map_err(|e| error(&e))
+    }
+}
+
+/// A progress callback forwarding to the host, for the duration of the
+/// call (the driver's future is run to completion inside it).
+fn forward(call: &Call<'_>) -> Box<Progress> {
+    let forwarder = call.forwarder();
+    Box::new(move |done, total| {
+        // A linked driver cannot be stopped midway; a host that asks to
+        // stop stops waiting for progress instead.
+        let _ = forwarder.progress(done, total);
+    })
+}
+
+/// A driver error as an ABI error: the code says its kind; NOT_FOUND and
+/// EXISTS carry what is missing or present, the rest the whole message.
+fn error(e: &DriverError) -> Error {
+    match e {
+        DriverError::Unsupported { .. } => Error::unsupported(e.to_string()),
+        DriverError::NotFound { what } => Error::new(abi::E_NOT_FOUND, what.clone()),
+        DriverError::Exists { what } => Error::new(abi::E_EXISTS, what.clone()),
+        DriverError::InvalidName { .. } => Error::new(abi::E_INVALID_NAME, e.to_string()),
+        DriverError::NoSpace { .. } => Error::new(abi::E_NO_SPACE, e.to_string()),
+        DriverError::InUse { .. } => Error::new(abi::E_BUSY, e.to_string()),
+        DriverError::ChecksumMismatch { found, .. } => {
+            Error::new(abi::E_CHECKSUM_MISMATCH, format!("{e} [found {found}]"))
+        }
+        DriverError::Io { source, .. } => Error {
+            code: abi::E_IO,
+            os_errno: source.raw_os_error().unwrap_or(0),
+            message: e.to_string(),
+        },
+        DriverError::Inconsistent(m) => Error::new(abi::E_INCONSISTENT, m.clone()),
+        _ => Error::internal(e.to_string()),
+    }
+}

@@ -1,0 +1,96 @@
+//! driver-file built as a `cdylib` plugin (`plugins/file`, the
+//! `file-plugin` driver), loaded through the ABI and run through the same
+//! conformance suite as the linked driver, on raw files and on qcow2
+//! images copied as opaque files.
+
+mod support;
+
+use plugin_abi::host::PluginDriver;
+use snapshot_core::conformance::backends::{self, Qcow2Harness, RawHarness};
+use snapshot_core::conformance::{self, Harness};
+use snapshot_core::driver::SnapshotMode;
+
+fn plugin() -> PluginDriver {
+    support::driver(&support::cargo_plugin(
+        "virtsnap-plugin-file",
+        "virtsnap_plugin_file",
+    ))
+}
+
+macro_rules! checks {
+    ($harness:expr) => {
+        macro_rules! check {
+            ($name:ident) => {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(h) = $harness else { return };
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    conformance::$name(&h, dir.path()).await;
+                }
+            };
+        }
+
+        check!(create_revert_delete);
+        check!(existing_is_refused);
+        check!(undo_restores);
+        check!(delete_is_idempotent);
+        check!(checksum_detects_damage);
+        check!(chain_with_branches);
+    };
+}
+
+mod raw {
+    use super::*;
+
+    fn harness() -> Option<RawHarness<PluginDriver>> {
+        Some(RawHarness {
+            driver: plugin(),
+            mode: SnapshotMode::Copy,
+        })
+    }
+
+    checks!(harness());
+}
+
+mod qcow2 {
+    use super::*;
+
+    fn harness() -> Option<Qcow2Harness<PluginDriver>> {
+        backends::qemu_tools_present().then(|| Qcow2Harness {
+            driver: plugin(),
+            mode: SnapshotMode::Copy,
+        })
+    }
+
+    checks!(harness());
+}
+
+/// The plugin says what it is, and its capabilities are the linked
+/// driver's, through the ABI.
+#[tokio::test]
+async fn describes_itself_like_the_linked_driver() {
+    use snapshot_core::driver::{VolumeDriver, VolumeState};
+    let driver = plugin();
+    let p = driver.plugin();
+    assert_eq!(p.name, "file-plugin");
+    assert_eq!(p.abi, (1, 0));
+    assert_eq!(p.optional_ops(), ["revert", "list", "undo"]);
+    let h = RawHarness {
+        driver: driver_file::FileDriver::new(),
+        mode: SnapshotMode::Copy,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let volume = h.new_volume(dir.path(), "v");
+    for state in [VolumeState::Offline, VolumeState::InUse] {
+        let linked = h.driver.capabilities(&volume, state).await.expect("linked");
+        let through = driver.capabilities(&volume, state).await.expect("plugin");
+        assert_eq!(through, linked, "capabilities in {state:?}");
+    }
+    let missing =
+        snapshot_core::driver::Volume::new(dir.path().join("nope"), volume.format.clone());
+    let err = driver
+        .capabilities(&missing, VolumeState::Offline)
+        .await
+        .expect_err("a missing volume");
+    assert!(err.to_string().contains("nope"), "{err}");
+}
