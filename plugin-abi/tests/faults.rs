@@ -436,7 +436,8 @@ fn discovery_lists_every_file_and_refuses_duplicates_and_reserved_names() {
         dup.to_string().contains("taken by") && dup.to_string().contains("liba.so"),
         "{dup}"
     );
-    assert!(found[2].result.is_err());
+    let bad_name = found[2].result.as_ref().expect_err("libc has a bad name");
+    assert!(bad_name.to_string().contains("Bad Name!"), "{bad_name}");
 
     let found = host::discover(&[dir.path().to_path_buf()], &["minimal"]);
     let e = found[0].result.as_ref().expect_err("reserved");
