@@ -469,10 +469,22 @@ mod tests {
     fn names_follow_the_rules() {
         assert_eq!(check_name("dircopy"), Ok(()));
         assert_eq!(check_name("rbd-2"), Ok(()));
-        assert_eq!(check_name(""), Err("must start with a lowercase letter or digit"));
-        assert_eq!(check_name("-x"), Err("must start with a lowercase letter or digit"));
-        assert_eq!(check_name("Bad Name"), Err("must start with a lowercase letter or digit"));
-        assert_eq!(check_name("bad name"), Err("may only hold lowercase letters, digits and '-'"));
+        assert_eq!(
+            check_name(""),
+            Err("must start with a lowercase letter or digit")
+        );
+        assert_eq!(
+            check_name("-x"),
+            Err("must start with a lowercase letter or digit")
+        );
+        assert_eq!(
+            check_name("Bad Name"),
+            Err("must start with a lowercase letter or digit")
+        );
+        assert_eq!(
+            check_name("bad name"),
+            Err("may only hold lowercase letters, digits and '-'")
+        );
         assert_eq!(check_name(&"a".repeat(64)), Err("is longer than 63 bytes"));
     }
 
