@@ -66,12 +66,39 @@
  *
  *  where V = {"path","format"}, S = {"name","mode","file"?,"checksum"?},
  *  mode is "internal", "external" or "copy", and every request also has
- *  "requires":[...].
+ *  "requires":[...] (absent = empty). A field marked ? may be absent;
+ *  "vm_state_size" may be absent too (0). "size" is bytes the snapshot
+ *  occupies on the storage. capabilities of a volume that does not exist
+ *  is VIRTSNAP_E_NOT_FOUND; of one the plugin does not take, {}.
+ *
+ * ERROR MESSAGES
+ *  The host puts a plugin's message into its own sentence, so:
+ *    VIRTSNAP_E_EXISTS, VIRTSNAP_E_NOT_FOUND: name the thing only
+ *      ("snapshot file /v/disk.img.a"); the host adds "already exists;
+ *      choose another name or remove it first" / "does not exist".
+ *    VIRTSNAP_E_UNSUPPORTED: why, and what to do instead ("only full
+ *      copies; use --mode copy"); the host names the plugin, the operation
+ *      and the volume.
+ *    Others: what failed and what to do; the host names the plugin and
+ *      the operation.
+ *  With an os_errno, do not repeat strerror(os_errno): the host adds it.
+ *
+ * CALLBACKS
+ *  Every callback of virtsnap_call_v1 1.0 is non-NULL. They may be called
+ *  from any thread while the call lasts, never after it returns. During
+ *  open, write_result is ignored.
+ *
+ * OPTIONS
+ *  open receives {"host_version":"..","options":{..}}, where options is
+ *  the JSON object in the file beside the library (libNAME.so ->
+ *  libNAME.json, with the same ownership rules), or {}.
  *
  * THREADS
  *  thread_model says how many calls the plugin takes at once; the host
  *  never exceeds it. Calls run on host worker threads, never on the
- *  host's async runtime, and not always on the same thread.
+ *  host's async runtime, and not always on the same thread. close never
+ *  runs during another call on the same instance. The host calls the
+ *  entry function once per library, under a lock.
  */
 #ifndef VIRTSNAP_PLUGIN_H
 #define VIRTSNAP_PLUGIN_H

@@ -509,14 +509,46 @@ trampolines! {
 }
 
 /// Makes the crate a plugin serving `$ty` (a [`sdk::Plugin`](crate::sdk::Plugin)),
-/// with the optional operations listed in braces:
+/// with the optional operations listed in braces. It defines the static
+/// table and `virtsnap_plugin_entry_v1`; call it once per `cdylib`.
 ///
-/// ```ignore
-/// plugin_abi::export_plugin!(MyDriver { revert, list, undo });
 /// ```
+/// use plugin_abi::payload::{
+///     Capabilities, CapabilitiesRequest, CreateRequest, CreatedSnapshot, DeleteRequest,
+///     ListRequest, ListResult, OpenConfig,
+/// };
+/// use plugin_abi::sdk::{Call, Error, Plugin};
 ///
-/// It defines the static table and `virtsnap_plugin_entry_v1`; call it
-/// once per `cdylib`.
+/// /// Declines every volume: a plugin that does nothing, correctly.
+/// struct Nothing;
+///
+/// impl Plugin for Nothing {
+///     const NAME: &'static std::ffi::CStr = c"nothing";
+///     const VERSION: &'static std::ffi::CStr = c"1.0";
+///
+///     fn open(_config: OpenConfig, _call: &Call<'_>) -> Result<Self, Error> {
+///         Ok(Self)
+///     }
+///     fn capabilities(&self, _r: CapabilitiesRequest, _c: &Call<'_>) -> Result<Capabilities, Error> {
+///         Ok(Capabilities::default())
+///     }
+///     fn create(&self, r: CreateRequest, _c: &Call<'_>) -> Result<CreatedSnapshot, Error> {
+///         Err(Error::unsupported(format!("nothing takes {}", r.volume.path)))
+///     }
+///     fn delete(&self, _r: DeleteRequest, _c: &Call<'_>) -> Result<(), Error> {
+///         Ok(())
+///     }
+///     fn list(&self, _r: ListRequest, _c: &Call<'_>) -> Result<ListResult, Error> {
+///         Ok(ListResult::default())
+///     }
+/// }
+///
+/// plugin_abi::export_plugin!(Nothing { list });
+///
+/// // What the host sees:
+/// let table = virtsnap_plugin_entry_v1(std::ptr::null());
+/// assert!(!table.is_null());
+/// ```
 #[macro_export]
 macro_rules! export_plugin {
     ($ty:ty) => {

@@ -265,7 +265,8 @@ impl PluginDriver {
                 0,
             ),
         };
-        let message = if errno > 0 {
+        let names_a_thing = rc == abi::E_NOT_FOUND || rc == abi::E_EXISTS;
+        let message = if errno > 0 && !names_a_thing {
             format!("{message} ({})", std::io::Error::from_raw_os_error(errno))
         } else {
             message
@@ -277,7 +278,10 @@ impl PluginDriver {
                 operation: operation.to_string(),
                 volume: volume.path.display().to_string(),
                 reason: message,
-                hint: "use another mode or driver".to_string(),
+                hint: format!(
+                    "see what it takes with `virtsnap plugin-list --volume {}`",
+                    volume.path.display()
+                ),
             },
             abi::E_NOT_FOUND => DriverError::NotFound { what: message },
             abi::E_EXISTS => DriverError::Exists { what: message },

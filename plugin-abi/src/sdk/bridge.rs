@@ -158,11 +158,14 @@ fn forward(call: &Call<'_>) -> Box<Progress> {
     })
 }
 
-/// A driver error as an ABI error: the code says its kind; NOT_FOUND and
-/// EXISTS carry what is missing or present, the rest the whole message.
+/// A driver error as an ABI error, its message in the header's shape: the
+/// code says its kind; NOT_FOUND and EXISTS name the thing, UNSUPPORTED
+/// says why and what to do, the rest carry the whole message.
 fn error(e: &DriverError) -> Error {
     match e {
-        DriverError::Unsupported { .. } => Error::unsupported(e.to_string()),
+        DriverError::Unsupported { reason, hint, .. } => {
+            Error::unsupported(format!("{reason}; {hint}"))
+        }
         DriverError::NotFound { what } => Error::new(abi::E_NOT_FOUND, what.clone()),
         DriverError::Exists { what } => Error::new(abi::E_EXISTS, what.clone()),
         DriverError::InvalidName { .. } => Error::new(abi::E_INVALID_NAME, e.to_string()),

@@ -60,6 +60,32 @@ pub fn cargo_plugin(package: &str, lib: &str) -> PathBuf {
     path
 }
 
+/// Builds the workspace binary `bin` of `package` (once per test
+/// process) and returns its path.
+pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target = target_dir();
+    let status = Command::new(&cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            package,
+            "--bin",
+            bin,
+            "--target-dir",
+        ])
+        .arg(&target)
+        .current_dir(workspace())
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo build -p {package}: {e}"));
+    assert!(
+        status.success(),
+        "cargo build -p {package} failed ({status})"
+    );
+    target.join("debug").join(bin)
+}
+
 /// A directory for compiled plugins, private to this process (mode 0700,
 /// owned by us: trusted by the loader).
 pub fn plugin_dir() -> &'static Path {
