@@ -116,6 +116,28 @@ fn a_plugin_for_another_major_names_both_versions() {
         text.contains("ABI 2.") && text.contains("ABI 1.0"),
         "{text}"
     );
+    assert!(text.contains("upgrade virtsnap"), "{text}");
+
+    let Some(e) = load_error("abi_major_old") else {
+        return;
+    };
+    let text = e.to_string();
+    assert!(
+        matches!(
+            e,
+            LoadError::Incompatible {
+                plugin_major: 0,
+                plugin_minor: 9,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        text.contains("ABI 0.9") && text.contains("ABI 1.0"),
+        "{text}"
+    );
+    assert!(text.contains("rebuild the plugin"), "{text}");
 }
 
 #[tokio::test]
