@@ -184,6 +184,20 @@ static void sha256_hex(sha256 *h, char out[65]) {
 /* Errors, logs and results                                            */
 /* ------------------------------------------------------------------ */
 
+/*
+ * Error messages (see ERROR MESSAGES in virtsnap_plugin.h): virtsnap puts
+ * them into its own sentence, so
+ *   E_EXISTS, E_NOT_FOUND  name the thing only ("snapshot file /v/d.img.a");
+ *                          virtsnap adds "already exists; ..." / "does not
+ *                          exist";
+ *   E_UNSUPPORTED          say why and what to do instead; virtsnap names
+ *                          the plugin, the operation and the volume;
+ *   the others             say what failed and what to do; virtsnap names
+ *                          the plugin and the operation.
+ * None starts with the plugin's name, and none with an os_errno repeats
+ * strerror(os_errno): virtsnap adds it.
+ */
+
 /* Records the error CODE (errno OS_ERRNO, or 0) with a formatted message
  * and returns CODE. */
 __attribute__((format(printf, 4, 5))) static int32_t
@@ -196,8 +210,9 @@ fail(const virtsnap_call_v1 *call, int32_t code, int os_errno,
   va_end(ap);
   char *msg = small;
   if (n < 0) {
-    n = snprintf(small, sizeof small, PLUGIN_NAME ": an error (%d) whose "
-                 "message could not be formatted", (int)code);
+    n = snprintf(small, sizeof small, "an error (code %d) whose message "
+                 "could not be formatted; report this to the plugin's author",
+                 (int)code);
   } else if ((size_t)n >= sizeof small) {
     char *big = malloc((size_t)n + 1);
     if (big != NULL) {
@@ -238,18 +253,32 @@ static int32_t code_for_errno(int e) {
   }
 }
 
-/* An error from a system call: "dircopy: could not WHAT PATH: REASON; FIX".
- * A full device gets its own advice. */
-static int32_t fail_os(const virtsnap_call_v1 *call, int e, const char *what,
-                       const char *path, const char *fix) {
-  char reason[256];
-  const char *text = strerror_r(e, reason, sizeof reason);
+/* The error E of a system call DOING (a gerund: "reading") the THING
+ * (a noun: "volume") at PATH: "DOING the THING PATH failed; FIX", virtsnap
+ * adding strerror(E). When E says the thing is missing or exists, the
+ * message is "THING PATH", as E_NOT_FOUND and E_EXISTS want. A full device
+ * gets its own advice. */
+static int32_t fail_os(const virtsnap_call_v1 *call, int e, const char *doing,
+                       const char *thing, const char *path, const char *fix) {
+  int32_t code = code_for_errno(e);
+  if (code == VIRTSNAP_E_NOT_FOUND || code == VIRTSNAP_E_EXISTS)
+    return fail(call, code, e, "%s %s", thing, path);
   if (e == ENOSPC || e == EDQUOT)
     fix = "free some space on that filesystem and retry (what was started "
           "was removed)";
-  return fail(call, code_for_errno(e), e, PLUGIN_NAME ": could not %s %s: %s; %s",
-              what, path, text, fix);
+  return fail(call, code, e, "%s the %s %s failed; %s", doing, thing, path,
+              fix);
 }
+
+/* E_INTERNAL for memory that ran out. */
+static int32_t out_of_memory(const virtsnap_call_v1 *call) {
+  return fail(call, VIRTSNAP_E_INTERNAL, ENOMEM,
+              "memory ran out; free some memory and retry");
+}
+
+/* What virtsnap should do about a request the plugin cannot read. */
+#define ABI_FIX                                                                \
+  "virtsnap and the plugin disagree on the ABI: update one of them"
 
 static void log_msg(const virtsnap_call_v1 *call, int32_t level,
                     const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -275,8 +304,8 @@ static int32_t write_text(const virtsnap_call_v1 *call, const char *op,
   int32_t refused = call->write_result(call->call_ctx, (const uint8_t *)text, len);
   if (refused != 0)
     return fail(call, VIRTSNAP_E_INTERNAL, 0,
-                PLUGIN_NAME ": virtsnap refused the %zu-byte result of %s "
-                "(code %d); report this to the plugin's author",
+                "virtsnap refused the %zu-byte result of %s (code %d); "
+                "nothing was kept: report this to the plugin's author",
                 len, op, (int)refused);
   return VIRTSNAP_OK;
 }
@@ -287,7 +316,7 @@ static char *dump(const virtsnap_call_v1 *call, const char *op, json_t *doc) {
   json_decref(doc);
   if (text == NULL)
     fail(call, VIRTSNAP_E_INTERNAL, ENOMEM,
-         PLUGIN_NAME ": could not build the result of %s (out of memory?)", op);
+         "building the result of %s failed; free some memory and retry", op);
   return text;
 }
 
@@ -312,31 +341,26 @@ static int32_t parse_request(const virtsnap_call_v1 *call, const char *op,
   json_t *root = json_loadb((const char *)request, len, JSON_REJECT_DUPLICATES, &err);
   if (root == NULL)
     return fail(call, VIRTSNAP_E_INVALID_ARGUMENT, 0,
-                PLUGIN_NAME ": the %s request is not valid JSON (%s, at byte "
-                "%d); virtsnap and the plugin disagree on the ABI: update one "
-                "of them",
+                "the %s request is not valid JSON (%s, at byte %d); " ABI_FIX,
                 op, err.text, err.position);
   if (!json_is_object(root)) {
     json_decref(root);
     return fail(call, VIRTSNAP_E_INVALID_ARGUMENT, 0,
-                PLUGIN_NAME ": the %s request is not a JSON object; virtsnap "
-                "and the plugin disagree on the ABI: update one of them", op);
+                "the %s request is not a JSON object; " ABI_FIX, op);
   }
   json_t *requires = json_object_get(root, "requires");
   if (requires != NULL && !json_is_array(requires)) {
     json_decref(root);
     return fail(call, VIRTSNAP_E_INVALID_ARGUMENT, 0,
-                PLUGIN_NAME ": the %s request's \"requires\" is not an array",
-                op);
+                "the %s request's \"requires\" is not an array; " ABI_FIX, op);
   }
   if (json_array_size(requires) > 0) {
     /* ABI 1.0 defines no feature, so this plugin knows none. */
     const char *feature = json_string_value(json_array_get(requires, 0));
     int32_t rc = fail(call, VIRTSNAP_E_UNSUPPORTED, 0,
-                      PLUGIN_NAME " cannot carry out this %s: the request "
-                      "requires the feature \"%s\", which this version of the "
-                      "plugin does not know; update the dircopy plugin",
-                      op, feature != NULL ? feature : "(not a string)");
+                      "the request requires the feature \"%s\", which this "
+                      "version of the plugin does not know; update the plugin",
+                      feature != NULL ? feature : "(not a string)");
     json_decref(root);
     return rc;
   }
@@ -355,12 +379,12 @@ static int32_t get_string(const virtsnap_call_v1 *call, json_t *obj,
     if (!required)
       return VIRTSNAP_OK;
     return fail(call, VIRTSNAP_E_INVALID_ARGUMENT, 0,
-                PLUGIN_NAME ": %s has no \"%s\"", where, key);
+                "%s has no \"%s\"; " ABI_FIX, where, key);
   }
   if (!json_is_string(value) ||
       strlen(json_string_value(value)) != json_string_length(value))
     return fail(call, VIRTSNAP_E_INVALID_ARGUMENT, 0,
-                PLUGIN_NAME ": %s's \"%s\" is not a string (or holds a NUL)",
+                "%s's \"%s\" is not a string (or holds a NUL); " ABI_FIX,
                 where, key);
   *out = json_string_value(value);
   return VIRTSNAP_OK;
@@ -375,7 +399,7 @@ static int32_t get_bool(const virtsnap_call_v1 *call, json_t *obj,
     return VIRTSNAP_OK;
   if (!json_is_boolean(value))
     return fail(call, VIRTSNAP_E_INVALID_ARGUMENT, 0,
-                PLUGIN_NAME ": %s's \"%s\" is not a boolean", where, key);
+                "%s's \"%s\" is not a boolean; " ABI_FIX, where, key);
   *out = json_is_true(value);
   return VIRTSNAP_OK;
 }
@@ -386,7 +410,7 @@ static int32_t get_object(const virtsnap_call_v1 *call, json_t *obj,
   *out = json_object_get(obj, key);
   if (!json_is_object(*out))
     return fail(call, VIRTSNAP_E_INVALID_ARGUMENT, 0,
-                PLUGIN_NAME ": %s has no \"%s\" object", where, key);
+                "%s has no \"%s\" object; " ABI_FIX, where, key);
   return VIRTSNAP_OK;
 }
 
@@ -405,7 +429,7 @@ static int32_t get_volume(const virtsnap_call_v1 *call, json_t *root,
     rc = get_string(call, obj, "the volume", "format", true, &v->format);
   if (rc == VIRTSNAP_OK && v->path[0] != '/')
     rc = fail(call, VIRTSNAP_E_INVALID_ARGUMENT, 0,
-              PLUGIN_NAME ": the volume path \"%s\" is not absolute", v->path);
+              "the volume path \"%s\" is not absolute; " ABI_FIX, v->path);
   return rc;
 }
 
@@ -424,8 +448,8 @@ static int32_t get_mode(const virtsnap_call_v1 *call, json_t *obj,
   if (rc == VIRTSNAP_OK && strcmp(*out, "internal") != 0 &&
       strcmp(*out, "external") != 0 && strcmp(*out, "copy") != 0)
     rc = fail(call, VIRTSNAP_E_INVALID_ARGUMENT, 0,
-              PLUGIN_NAME ": %s's mode \"%s\" is none of internal, external, "
-              "copy", where, *out);
+              "%s's mode \"%s\" is none of internal, external, copy; "
+              ABI_FIX, where, *out);
   return rc;
 }
 
@@ -444,7 +468,7 @@ static int32_t get_snapshot(const virtsnap_call_v1 *call, json_t *root,
       !json_is_null(sum)) {
     if (!json_is_object(sum))
       return fail(call, VIRTSNAP_E_INVALID_ARGUMENT, 0,
-                  PLUGIN_NAME ": the snapshot's \"checksum\" is not an object");
+                  "the snapshot's \"checksum\" is not an object; " ABI_FIX);
     rc = get_string(call, sum, "the snapshot's checksum", "algorithm", true,
                     &s->sum_algorithm);
     if (rc == VIRTSNAP_OK)
@@ -454,15 +478,21 @@ static int32_t get_snapshot(const virtsnap_call_v1 *call, json_t *root,
   return rc;
 }
 
-/* E_UNSUPPORTED for a snapshot mode other than copy. */
-static int32_t not_a_copy(const virtsnap_call_v1 *call, const char *operation,
-                          const char *mode, const char *name,
-                          const volume *v) {
+/* E_UNSUPPORTED for a snapshot MODE other than copy: one to take when
+ * CREATING, else one that exists (made by another driver). */
+static int32_t not_a_copy(const virtsnap_call_v1 *call, bool creating,
+                          const char *mode) {
+  if (creating)
+    return fail(call, VIRTSNAP_E_UNSUPPORTED, 0,
+                "it takes only full copies (mode copy), not %s snapshots; use "
+                "--mode copy, or the qemu driver for %s snapshots of qcow2 "
+                "images",
+                mode, mode);
   return fail(call, VIRTSNAP_E_UNSUPPORTED, 0,
-              PLUGIN_NAME " cannot %s the %s snapshot '%s' of %s: it only "
-              "offers mode \"copy\" (full copies); use --mode copy, or a "
-              "driver that keeps %s snapshots (qemu for qcow2)",
-              operation, mode, name, v->path, mode);
+              "it keeps only full copies (mode copy), and this is an %s "
+              "snapshot, made by another driver; use the driver that made it "
+              "(qemu for qcow2 images)",
+              mode);
 }
 
 /* ------------------------------------------------------------------ */
@@ -521,32 +551,55 @@ static int sync_dir_of(const char *path) {
   return e;
 }
 
-/* Creates the temporary file beside TARGET: *FD and its malloc'd *PATH. */
+/* The error E (ENOENT or ENOTDIR) of making a file beside TARGET, the THING
+ * being made ("snapshot file"): E_NOT_FOUND "directory DIR (for THING
+ * TARGET)" when DIR is missing; else (a filesystem such as /proc that
+ * takes no new files says ENOENT too) E_IO. */
+static int32_t no_dir(const virtsnap_call_v1 *call, int e, const char *target,
+                      const char *thing) {
+  char *dir = dir_of(target);
+  const char *d = dir != NULL ? dir : ".";
+  struct stat st;
+  int32_t rc;
+  if (stat(d, &st) == 0 && S_ISDIR(st.st_mode))
+    rc = fail(call, VIRTSNAP_E_IO, e,
+              "creating a file in the directory %s (for %s %s) failed; choose "
+              "a directory on a filesystem that takes new files",
+              d, thing, target);
+  else
+    rc = fail(call, VIRTSNAP_E_NOT_FOUND, e, "directory %s (for %s %s)", d,
+              thing, target);
+  free(dir);
+  return rc;
+}
+
+/* Creates the temporary file beside TARGET, the THING being made ("snapshot
+ * file"): *FD and its malloc'd *PATH. */
 static int32_t make_temp(const virtsnap_call_v1 *call, const char *target,
-                         const char *purpose, int *fd, char **path) {
+                         const char *thing, int *fd, char **path) {
   const char *base = base_of(target);
   size_t dir_len = (size_t)(base - target), base_len = strlen(base);
   if (base_len > NAME_MAX - TEMP_SUFFIX_LEN)
     base_len = NAME_MAX - TEMP_SUFFIX_LEN; /* the template must fit NAME_MAX */
   char *tmpl = malloc(dir_len + base_len + TEMP_SUFFIX_LEN + 1);
   if (tmpl == NULL)
-    return fail(call, VIRTSNAP_E_INTERNAL, ENOMEM, PLUGIN_NAME ": out of memory");
+    return out_of_memory(call);
   memcpy(tmpl, target, dir_len + base_len);
   memcpy(tmpl + dir_len + base_len, TEMP_SUFFIX, TEMP_SUFFIX_LEN + 1);
   *fd = mkostemp(tmpl, O_CLOEXEC);
   if (*fd < 0) {
     int e = errno;
-    char *dir = dir_of(target);
     int32_t rc;
     if (e == ENOENT || e == ENOTDIR)
-      rc = fail(call, VIRTSNAP_E_NOT_FOUND, e,
-                PLUGIN_NAME ": the directory %s for %s does not exist; create "
-                "it or give another file",
-                dir != NULL ? dir : target, purpose);
+      rc = no_dir(call, e, target, thing);
+    else if (e == EEXIST) /* mkostemp found every name it tried taken */
+      rc = fail(call, VIRTSNAP_E_IO, e,
+                "creating a temporary file beside %s %s failed; remove the "
+                "leftover *.tmp-* files beside it",
+                thing, target);
     else
-      rc = fail_os(call, e, "create a temporary file in the directory of",
-                   target, "check that the directory is writable");
-    free(dir);
+      rc = fail_os(call, e, "creating a temporary file beside", thing, target,
+                   "check that its directory is writable");
     free(tmpl);
     return rc;
   }
@@ -580,9 +633,7 @@ static int32_t report(const virtsnap_call_v1 *call, uint64_t done,
   if (CALL_HAS(call, progress) && call->progress != NULL &&
       call->progress(call->call_ctx, done, total > done ? total : done) != 0)
     return fail(call, VIRTSNAP_E_CANCELLED, 0,
-                PLUGIN_NAME ": cancelled by virtsnap while %s; nothing was "
-                "changed",
-                doing);
+                "cancelled by virtsnap while %s; nothing was changed", doing);
   return VIRTSNAP_OK;
 }
 
@@ -590,6 +641,7 @@ static int32_t report(const virtsnap_call_v1 *call, uint64_t done,
  * blocks left as holes, hashed into HASH when not NULL. */
 typedef struct copy_job {
   int in;
+  const char *in_thing; /* "volume", "snapshot file" */
   const char *in_path;
   int out;
   const char *out_path;
@@ -601,8 +653,7 @@ typedef struct copy_job {
 static int32_t copy_data(const virtsnap_call_v1 *call, const copy_job *job) {
   uint8_t *buf = malloc(COPY_BUFFER);
   if (buf == NULL)
-    return fail(call, VIRTSNAP_E_INTERNAL, ENOMEM,
-                PLUGIN_NAME ": out of memory for the copy buffer");
+    return out_of_memory(call);
   int32_t rc = report(call, 0, job->total, job->doing);
   uint64_t done = 0;
   while (rc == VIRTSNAP_OK) {
@@ -610,9 +661,9 @@ static int32_t copy_data(const virtsnap_call_v1 *call, const copy_job *job) {
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0) {
-      rc = fail_os(call, errno, "read", job->in_path,
-                   "check that it is readable and its storage healthy "
-                   "(nothing was changed)");
+      rc = fail_os(call, errno, "reading", job->in_thing, job->in_path,
+                   "check that it is readable and its storage healthy; "
+                   "nothing was changed");
       break;
     }
     if (n == 0)
@@ -623,8 +674,8 @@ static int32_t copy_data(const virtsnap_call_v1 *call, const copy_job *job) {
       size_t len = (size_t)n - at < HOLE_BLOCK ? (size_t)n - at : HOLE_BLOCK;
       if (!all_zero(buf + at, len) &&
           write_all(job->out, buf + at, len, (off_t)(done + at)) != 0) {
-        rc = fail_os(call, errno, "write", job->out_path,
-                     "check the filesystem holding it (nothing was changed)");
+        rc = fail_os(call, errno, "writing", "temporary file", job->out_path,
+                     "check the filesystem holding it; nothing was changed");
         break;
       }
     }
@@ -635,11 +686,12 @@ static int32_t copy_data(const virtsnap_call_v1 *call, const copy_job *job) {
   free(buf);
   /* Trailing holes: the length comes from ftruncate. */
   if (rc == VIRTSNAP_OK && ftruncate(job->out, (off_t)done) != 0)
-    rc = fail_os(call, errno, "set the length of", job->out_path,
-                 "check the filesystem holding it (nothing was changed)");
+    rc = fail_os(call, errno, "setting the length of", "temporary file",
+                 job->out_path,
+                 "check the filesystem holding it; nothing was changed");
   if (rc == VIRTSNAP_OK && fsync(job->out) != 0)
-    rc = fail_os(call, errno, "sync", job->out_path,
-                 "check the filesystem holding it (nothing was changed)");
+    rc = fail_os(call, errno, "syncing", "temporary file", job->out_path,
+                 "check the filesystem holding it; nothing was changed");
   return rc;
 }
 
@@ -678,12 +730,8 @@ static int32_t within_root(const dircopy *dc, const virtsnap_call_v1 *call,
     return 1;
   char *real = realpath(path, NULL);
   if (real == NULL) {
-    if (errno == ENOENT || errno == ENOTDIR)
-      return fail(call, VIRTSNAP_E_NOT_FOUND, errno,
-                  PLUGIN_NAME ": the volume %s does not exist; check its path",
-                  path);
-    return fail_os(call, errno, "resolve the path of the volume", path,
-                   "check the permissions of its directories");
+    return fail_os(call, errno, "resolving the path of", "volume", path,
+                   "check its path and the permissions of its directories");
   }
   size_t len = strlen(dc->root);
   int32_t inside = strcmp(dc->root, "/") == 0 ||
@@ -694,14 +742,14 @@ static int32_t within_root(const dircopy *dc, const virtsnap_call_v1 *call,
 
 /* E_UNSUPPORTED unless PATH is under the root. */
 static int32_t require_root(const dircopy *dc, const virtsnap_call_v1 *call,
-                            const char *path, const char *operation) {
+                            const char *path) {
   int32_t inside = within_root(dc, call, path);
   if (inside == 0)
     return fail(call, VIRTSNAP_E_UNSUPPORTED, 0,
-                PLUGIN_NAME " cannot %s %s: it is outside the directory %s "
-                "this plugin is configured for (option \"root\"); use another "
-                "driver, or change the option",
-                operation, path, dc->root);
+                "the volume is outside %s, the only directory this plugin is "
+                "set to take volumes from (option \"root\" in its .json "
+                "options file); use another driver, or change the option",
+                dc->root);
   return inside < 0 ? inside : VIRTSNAP_OK;
 }
 
@@ -712,16 +760,15 @@ static void *dc_open(const virtsnap_call_v1 *call, const uint8_t *config,
   dircopy *dc = NULL;
   if (!json_is_object(root)) {
     fail(call, VIRTSNAP_E_INVALID_ARGUMENT, 0,
-         PLUGIN_NAME ": the configuration is not a JSON object (%s); "
-         "virtsnap and the plugin disagree on the ABI: update one of them",
+         "the configuration is not a JSON object (%s); " ABI_FIX,
          root == NULL ? err.text : "another JSON value");
     goto done;
   }
   json_t *options = json_object_get(root, "options");
   if (options != NULL && !json_is_null(options) && !json_is_object(options)) {
     fail(call, VIRTSNAP_E_INVALID_ARGUMENT, 0,
-         PLUGIN_NAME ": the options are not a JSON object; fix the plugin's "
-         ".json options file");
+         "the options are not a JSON object; fix the plugin's .json options "
+         "file");
     goto done;
   }
   const char *key, *root_dir = NULL;
@@ -730,21 +777,21 @@ static void *dc_open(const virtsnap_call_v1 *call, const uint8_t *config,
     if (strcmp(key, "root") != 0) {
       /* A misspelt "root" must not silently widen what the plugin takes. */
       fail(call, VIRTSNAP_E_INVALID_ARGUMENT, 0,
-           PLUGIN_NAME ": unknown option \"%s\" (it knows only \"root\"); fix "
-           "the plugin's .json options file", key);
+           "unknown option \"%s\" (it knows only \"root\"); fix the plugin's "
+           ".json options file", key);
       goto done;
     }
     root_dir = json_string_value(value);
     if (root_dir == NULL || root_dir[0] != '/') {
       fail(call, VIRTSNAP_E_INVALID_ARGUMENT, 0,
-           PLUGIN_NAME ": the option \"root\" must be an absolute directory "
-           "path; fix the plugin's .json options file");
+           "the option \"root\" must be an absolute directory path; fix the "
+           "plugin's .json options file");
       goto done;
     }
   }
   dc = calloc(1, sizeof *dc);
   if (dc == NULL) {
-    fail(call, VIRTSNAP_E_INTERNAL, ENOMEM, PLUGIN_NAME ": out of memory");
+    out_of_memory(call);
     goto done;
   }
   if (root_dir != NULL) {
@@ -753,10 +800,10 @@ static void *dc_open(const virtsnap_call_v1 *call, const uint8_t *config,
     if (dc->root == NULL || stat(dc->root, &st) != 0 || !S_ISDIR(st.st_mode)) {
       int e = dc->root == NULL ? errno : ENOTDIR;
       fail(call, VIRTSNAP_E_INVALID_ARGUMENT, e,
-           PLUGIN_NAME ": the option \"root\" names %s, which is not an "
-           "existing directory (%s); create it or fix the plugin's .json "
-           "options file",
-           root_dir, strerror(e));
+           "the option \"root\" names %s, which is not a directory this "
+           "plugin can reach; create it or fix the plugin's .json options "
+           "file",
+           root_dir);
       free(dc->root);
       free(dc);
       dc = NULL;
@@ -798,17 +845,12 @@ static int32_t dc_capabilities(void *instance, const virtsnap_call_v1 *call,
   if (rc == VIRTSNAP_OK && strcmp(state, "offline") != 0 &&
       strcmp(state, "in-use") != 0)
     rc = fail(call, VIRTSNAP_E_INVALID_ARGUMENT, 0,
-              PLUGIN_NAME ": unknown volume state \"%s\"", state);
+              "unknown volume state \"%s\"; " ABI_FIX, state);
   if (rc != VIRTSNAP_OK)
     goto done;
   if (stat(v.path, &st) != 0) {
-    if (errno == ENOENT || errno == ENOTDIR)
-      rc = fail(call, VIRTSNAP_E_NOT_FOUND, errno,
-                PLUGIN_NAME ": the volume %s does not exist; check its path",
-                v.path);
-    else
-      rc = fail_os(call, errno, "examine the volume", v.path,
-                   "check the permissions of its directories");
+    rc = fail_os(call, errno, "examining", "volume", v.path,
+                 "check its path and the permissions of its directories");
     goto done;
   }
   const char *why = NULL;
@@ -864,82 +906,73 @@ static int32_t dc_create(void *instance, const virtsnap_call_v1 *call,
   if (rc != VIRTSNAP_OK)
     goto done;
   if (strcmp(mode, "copy") != 0) {
-    rc = not_a_copy(call, "take", mode, name, &v);
+    rc = not_a_copy(call, true, mode);
     goto done;
   }
   if (file == NULL) {
     rc = fail(call, VIRTSNAP_E_INVALID_ARGUMENT, 0,
-              PLUGIN_NAME ": the copy snapshot '%s' of %s was given no file to "
-              "copy to; give one (--file) or let virtsnap derive VOLUME.NAME "
-              "beside the volume",
+              "the copy snapshot '%s' of %s was given no file to copy to; "
+              "give one with --file, or let virtsnap derive VOLUME.NAME beside "
+              "the volume",
               name, v.path);
     goto done;
   }
 
   in = open(v.path, O_RDONLY | O_CLOEXEC);
   if (in < 0) {
-    if (errno == ENOENT || errno == ENOTDIR)
-      rc = fail(call, VIRTSNAP_E_NOT_FOUND, errno,
-                PLUGIN_NAME ": the volume %s does not exist; check its path",
-                v.path);
-    else
-      rc = fail_os(call, errno, "open the volume", v.path,
-                   "check that it is readable");
+    rc = fail_os(call, errno, "opening", "volume", v.path,
+                 "check its path and that it is readable");
     goto done;
   }
   if (fstat(in, &st) != 0) {
-    rc = fail_os(call, errno, "examine the volume", v.path,
+    rc = fail_os(call, errno, "examining", "volume", v.path,
                  "check that it is readable");
     goto done;
   }
   if (!S_ISREG(st.st_mode)) {
     rc = fail(call, VIRTSNAP_E_UNSUPPORTED, 0,
-              PLUGIN_NAME " cannot copy %s for snapshot '%s': it is not a "
-              "regular file; snapshot it with a driver for its kind of "
-              "storage (file, lvm)",
-              v.path, name);
+              "it copies only regular files, and the volume is not one; use a "
+              "driver for its kind of storage (file or lvm for a block "
+              "device)");
     goto done;
   }
-  if ((rc = require_root(instance, call, v.path, "snapshot")) != VIRTSNAP_OK)
+  if ((rc = require_root(instance, call, v.path)) != VIRTSNAP_OK)
     goto done;
   /* Refused early, before a long copy; link() refuses it again at the end. */
   struct stat existing;
   if (lstat(file, &existing) == 0) {
-    rc = fail(call, VIRTSNAP_E_EXISTS, 0,
-              PLUGIN_NAME ": the file %s for snapshot '%s' already exists; "
-              "choose another name or file, or remove it first",
-              file, name);
+    rc = fail(call, VIRTSNAP_E_EXISTS, 0, "snapshot file %s", file);
     goto done;
-  } else if (errno != ENOENT) {
-    rc = fail_os(call, errno, "examine the snapshot file", file,
+  } else if (errno != ENOENT && errno != ENOTDIR) {
+    /* ENOTDIR: a missing directory, which make_temp reports. */
+    rc = fail_os(call, errno, "examining", "snapshot file", file,
                  "check the permissions of its directory");
     goto done;
   }
 
-  char purpose[128];
-  snprintf(purpose, sizeof purpose, "the copy of snapshot '%.80s'", name);
-  if ((rc = make_temp(call, file, purpose, &out, &tmp)) != VIRTSNAP_OK)
+  if ((rc = make_temp(call, file, "snapshot file", &out, &tmp)) != VIRTSNAP_OK)
     goto done;
   /* The copy holds the volume's data: it gets the volume's permissions. */
   if (fchmod(out, st.st_mode & 0777) != 0) {
-    rc = fail_os(call, errno, "set the permissions of", tmp,
-                 "check that the filesystem allows chmod");
+    rc = fail_os(call, errno, "setting the permissions of", "temporary file",
+                 tmp, "check that the filesystem allows chmod");
     goto done;
   }
   sha256 hash;
   sha256_init(&hash);
   if (asprintf(&doing, "copying %s to %s", v.path, file) < 0) {
     doing = NULL;
-    rc = fail(call, VIRTSNAP_E_INTERNAL, ENOMEM, PLUGIN_NAME ": out of memory");
+    rc = out_of_memory(call);
     goto done;
   }
-  copy_job job = {in, v.path, out, tmp, (uint64_t)st.st_size,
+  copy_job job = {in, "volume", v.path, out, tmp, (uint64_t)st.st_size,
                   want_sum ? &hash : NULL, doing};
   if ((rc = copy_data(call, &job)) != VIRTSNAP_OK)
     goto done;
   struct stat copied;
   if (fstat(out, &copied) != 0) {
-    rc = fail_os(call, errno, "examine", tmp, "check the filesystem");
+    rc = fail_os(call, errno, "examining", "temporary file", tmp,
+                 "check the filesystem holding it; nothing was changed");
     goto done;
   }
 
@@ -964,22 +997,23 @@ static int32_t dc_create(void *instance, const virtsnap_call_v1 *call,
   }
 
   int e = place_new(tmp, file);
-  if (e == EEXIST) {
-    rc = fail(call, VIRTSNAP_E_EXISTS, EEXIST,
-              PLUGIN_NAME ": the file %s for snapshot '%s' appeared while it "
-              "was being copied; choose another name or file, or remove it "
-              "first",
-              file, name);
+  if (e == EEXIST) { /* it appeared while the copy ran */
+    rc = fail(call, VIRTSNAP_E_EXISTS, EEXIST, "snapshot file %s", file);
+    goto done;
+  } else if (e == ENOENT || e == ENOTDIR) { /* its directory went away */
+    rc = no_dir(call, e, file, "snapshot file");
     goto done;
   } else if (e != 0) {
-    rc = fail_os(call, e, "move the finished copy into place at", file,
-                 "check that the directory is writable");
+    rc = fail_os(call, e, "moving the finished copy to", "snapshot file", file,
+                 "check that its directory is writable; nothing was changed");
     goto done;
   }
   if ((e = sync_dir_of(file)) != 0) {
     unlink(file);
-    rc = fail_os(call, e, "sync the directory of", file,
-                 "check the filesystem (the copy was removed)");
+    rc = e == ENOENT || e == ENOTDIR
+             ? no_dir(call, e, file, "snapshot file")
+             : fail_os(call, e, "syncing the directory of", "snapshot file",
+                       file, "check the filesystem; the copy was removed");
     goto done;
   }
   if ((rc = write_text(call, "create", text, strlen(text))) != VIRTSNAP_OK) {
@@ -1021,78 +1055,73 @@ static int32_t dc_revert(void *instance, const virtsnap_call_v1 *call,
   if (rc != VIRTSNAP_OK)
     goto done;
   if (strcmp(s.mode, "copy") != 0) {
-    rc = not_a_copy(call, "revert to", s.mode, s.name, &v);
+    rc = not_a_copy(call, false, s.mode);
     goto done;
   }
   if (s.file == NULL) {
     rc = fail(call, VIRTSNAP_E_INCONSISTENT, 0,
-              PLUGIN_NAME ": the copy snapshot '%s' of %s records no file; its "
-              "metadata is damaged: redefine it with the path of its copy",
+              "the copy snapshot '%s' of %s records no file; its metadata is "
+              "damaged: redefine it with the path of its copy",
               s.name, v.path);
     goto done;
   }
   bool check = verify && s.sum_algorithm != NULL;
   if (check && strcasecmp(s.sum_algorithm, "sha256") != 0) {
     rc = fail(call, VIRTSNAP_E_UNSUPPORTED, 0,
-              PLUGIN_NAME " cannot verify snapshot '%s' of %s: its checksum is "
-              "%s, and the plugin computes only sha256; revert without "
-              "verification",
-              s.name, v.path, s.sum_algorithm);
+              "the snapshot's checksum is %s, and it can verify only sha256; "
+              "revert without --verify",
+              s.sum_algorithm);
     goto done;
   }
 
   in = open(s.file, O_RDONLY | O_CLOEXEC);
   if (in < 0) {
+    /* The storage differs from virtsnap's record: E_INCONSISTENT, whose
+     * message virtsnap shows as it is, so it says all (and "missing"
+     * already says what ENOENT would). */
     if (errno == ENOENT || errno == ENOTDIR)
-      rc = fail(call, VIRTSNAP_E_INCONSISTENT, errno,
-                PLUGIN_NAME ": the copy %s of snapshot '%s' is missing; put it "
-                "back, or drop the snapshot with `virtsnap vol-snapshot-delete "
-                "--metadata`",
+      rc = fail(call, VIRTSNAP_E_INCONSISTENT, 0,
+                "the file %s of snapshot '%s' is missing; put it "
+                "back, or drop the snapshot's record with `virtsnap "
+                "vol-snapshot-delete --metadata`",
                 s.file, s.name);
     else
-      rc = fail_os(call, errno, "open the snapshot's copy", s.file,
+      rc = fail_os(call, errno, "opening", "snapshot file", s.file,
                    "check that it is readable");
     goto done;
   }
   if (fstat(in, &sst) != 0) {
-    rc = fail_os(call, errno, "examine the snapshot's copy", s.file,
+    rc = fail_os(call, errno, "examining", "snapshot file", s.file,
                  "check that it is readable");
     goto done;
   }
   /* Through a symbolic link, the link stays and its target is reverted. */
   target = realpath(v.path, NULL);
   if (target == NULL || stat(target, &vst) != 0) {
-    if (errno == ENOENT || errno == ENOTDIR)
-      rc = fail(call, VIRTSNAP_E_NOT_FOUND, errno,
-                PLUGIN_NAME ": the volume %s does not exist; check its path",
-                v.path);
-    else
-      rc = fail_os(call, errno, "examine the volume", v.path,
-                   "check the permissions of its directories");
+    rc = fail_os(call, errno, "examining", "volume", v.path,
+                 "check its path and the permissions of its directories");
     goto done;
   }
   if (!S_ISREG(vst.st_mode)) {
     rc = fail(call, VIRTSNAP_E_UNSUPPORTED, 0,
-              PLUGIN_NAME " cannot revert %s to snapshot '%s': it is not a "
-              "regular file, and only a file can be replaced atomically; copy "
-              "%s onto it by hand",
-              v.path, s.name, s.file);
+              "the volume is not a regular file, and only a file can be "
+              "replaced atomically; copy %s onto it by hand (dd conv=sparse)",
+              s.file);
     goto done;
   }
-  if ((rc = require_root(instance, call, v.path, "revert")) != VIRTSNAP_OK)
+  if ((rc = require_root(instance, call, v.path)) != VIRTSNAP_OK)
     goto done;
   if (!S_ISREG(sst.st_mode) ||
       (sst.st_dev == vst.st_dev && sst.st_ino == vst.st_ino)) {
     rc = fail(call, VIRTSNAP_E_INCONSISTENT, 0,
-              PLUGIN_NAME ": the copy %s of snapshot '%s' is %s; its metadata "
-              "is damaged: redefine the snapshot with the path of its copy",
+              "the file %s of snapshot '%s' is %s; its metadata is "
+              "damaged: redefine the snapshot with the path of its copy",
               s.file, s.name,
               S_ISREG(sst.st_mode) ? "the volume itself" : "not a regular file");
     goto done;
   }
 
-  if ((rc = make_temp(call, target, "the reverted volume", &out, &tmp)) !=
-      VIRTSNAP_OK)
+  if ((rc = make_temp(call, target, "volume", &out, &tmp)) != VIRTSNAP_OK)
     goto done;
   /* Verification hashes what is copied, so the bytes checked are exactly
    * the bytes installed; a mismatch removes the copy, changing nothing. */
@@ -1100,10 +1129,10 @@ static int32_t dc_revert(void *instance, const virtsnap_call_v1 *call,
   sha256_init(&hash);
   if (asprintf(&doing, "copying %s back to %s", s.file, target) < 0) {
     doing = NULL;
-    rc = fail(call, VIRTSNAP_E_INTERNAL, ENOMEM, PLUGIN_NAME ": out of memory");
+    rc = out_of_memory(call);
     goto done;
   }
-  copy_job job = {in, s.file, out, tmp, (uint64_t)sst.st_size,
+  copy_job job = {in, "snapshot file", s.file, out, tmp, (uint64_t)sst.st_size,
                   check ? &hash : NULL, doing};
   if ((rc = copy_data(call, &job)) != VIRTSNAP_OK)
     goto done;
@@ -1111,12 +1140,14 @@ static int32_t dc_revert(void *instance, const virtsnap_call_v1 *call,
     char found[65];
     sha256_hex(&hash, found);
     if (strcasecmp(found, s.sum_value) != 0) {
+      /* virtsnap takes the found digest from the message: the first
+       * 64-hex-digit word other than the recorded one, so it comes first. */
       rc = fail(call, VIRTSNAP_E_CHECKSUM_MISMATCH, 0,
-                PLUGIN_NAME ": snapshot '%s' (%s) does not match its recorded "
-                "sha256 checksum (expected %s, found %s); the volume was not "
-                "changed: the copy is damaged, revert to another snapshot or "
-                "without verification at your own risk",
-                s.name, s.file, s.sum_value, found);
+                "found sha256 %s, not the recorded %s, in the snapshot file "
+                "%s of snapshot '%s'; the volume was not changed: the copy is "
+                "damaged; revert to another snapshot, or without --verify at "
+                "your own risk",
+                found, s.sum_value, s.file, s.name);
       goto done;
     }
   }
@@ -1124,34 +1155,37 @@ static int32_t dc_revert(void *instance, const virtsnap_call_v1 *call,
    * set-id bits). */
   struct stat tst;
   if (fstat(out, &tst) != 0) {
-    rc = fail_os(call, errno, "examine", tmp, "check the filesystem");
+    rc = fail_os(call, errno, "examining", "temporary file", tmp,
+                 "check the filesystem holding it; nothing was changed");
     goto done;
   }
   if ((tst.st_uid != vst.st_uid || tst.st_gid != vst.st_gid) &&
       fchown(out, vst.st_uid, vst.st_gid) != 0) {
-    rc = fail_os(call, errno, "give the volume's owner to", tmp,
-                 "run virtsnap as root or as the volume's owner (nothing was "
-                 "changed)");
+    rc = fail_os(call, errno, "giving the volume's owner to", "temporary file",
+                 tmp, "run virtsnap as root or as the volume's owner; nothing "
+                 "was changed");
     goto done;
   }
   if (fchmod(out, vst.st_mode & 07777) != 0) {
-    rc = fail_os(call, errno, "give the volume's permissions to", tmp,
-                 "check that the filesystem allows chmod (nothing was "
-                 "changed)");
+    rc = fail_os(call, errno, "giving the volume's permissions to",
+                 "temporary file", tmp, "check that the filesystem allows "
+                 "chmod; nothing was changed");
     goto done;
   }
   if (rename(tmp, target) != 0) {
-    rc = fail_os(call, errno, "replace the volume", target,
-                 "check that its directory is writable (nothing was changed)");
+    rc = fail_os(call, errno, "replacing", "volume", target,
+                 "check that its directory is writable; nothing was changed");
     goto done;
   }
   free(tmp);
   tmp = NULL;
   int e = sync_dir_of(target);
   if (e != 0)
-    rc = fail_os(call, e, "sync the directory of", target,
-                 "check the filesystem: the volume was reverted but may not "
-                 "survive a crash");
+    rc = e == ENOENT || e == ENOTDIR
+             ? no_dir(call, e, target, "volume")
+             : fail_os(call, e, "syncing the directory of", "volume", target,
+                       "check the filesystem: the volume was reverted but may "
+                       "not survive a crash");
   /* Success: no result document means {"outcome":"done"}. */
 done:
   if (out >= 0)
@@ -1174,31 +1208,31 @@ static int32_t remove_copy(const virtsnap_call_v1 *call, const volume *v,
                            const char *file, const char *name) {
   struct stat fst, vst;
   if (lstat(file, &fst) != 0) {
-    if (errno == ENOENT)
+    if (errno == ENOENT || errno == ENOTDIR)
       return VIRTSNAP_OK; /* deleted already: recovery re-runs deletes */
-    return fail_os(call, errno, "examine the snapshot's copy", file,
+    return fail_os(call, errno, "examining", "snapshot file", file,
                    "check the permissions of its directory");
   }
   if (!S_ISREG(fst.st_mode) && !S_ISLNK(fst.st_mode))
     return fail(call, VIRTSNAP_E_INCONSISTENT, 0,
-                PLUGIN_NAME ": the copy %s of snapshot '%s' is not a regular "
-                "file; nothing was removed: redefine the snapshot with the "
-                "path of its copy",
+                "the file %s of snapshot '%s' is not a regular file; "
+                "nothing was removed: redefine the snapshot with the path of "
+                "its copy",
                 file, name);
   if (stat(v->path, &vst) == 0 && stat(file, &fst) == 0 &&
       fst.st_dev == vst.st_dev && fst.st_ino == vst.st_ino)
     return fail(call, VIRTSNAP_E_INCONSISTENT, 0,
-                PLUGIN_NAME ": the copy %s of snapshot '%s' is the volume %s "
+                "the file %s of snapshot '%s' is the volume %s "
                 "itself; nothing was removed: redefine the snapshot with the "
                 "path of its copy",
                 file, name, v->path);
   if (unlink(file) != 0 && errno != ENOENT)
-    return fail_os(call, errno, "remove the snapshot's copy", file,
+    return fail_os(call, errno, "removing", "snapshot file", file,
                    "check the permissions of its directory");
   int e = sync_dir_of(file);
-  if (e != 0 && e != ENOENT)
-    return fail_os(call, e, "sync the directory of", file,
-                   "check the filesystem");
+  if (e != 0 && e != ENOENT && e != ENOTDIR)
+    return fail_os(call, e, "syncing the directory of", "snapshot file", file,
+                   "check the filesystem; the file was removed");
   return VIRTSNAP_OK;
 }
 
@@ -1216,12 +1250,12 @@ static int32_t dc_delete(void *instance, const virtsnap_call_v1 *call,
   if (rc == VIRTSNAP_OK)
     rc = get_snapshot(call, root, "the delete request", &s);
   if (rc == VIRTSNAP_OK && strcmp(s.mode, "copy") != 0)
-    rc = not_a_copy(call, "delete", s.mode, s.name, &v);
+    rc = not_a_copy(call, false, s.mode);
   if (rc == VIRTSNAP_OK && s.file == NULL)
     rc = fail(call, VIRTSNAP_E_INCONSISTENT, 0,
-              PLUGIN_NAME ": the copy snapshot '%s' of %s records no file; its "
-              "metadata is damaged: redefine it with the path of its copy, or "
-              "delete only its metadata (--metadata)",
+              "the copy snapshot '%s' of %s records no file; its metadata is "
+              "damaged: redefine it with the path of its copy, or delete only "
+              "its record (`virtsnap vol-snapshot-delete --metadata`)",
               s.name, v.path);
   if (rc == VIRTSNAP_OK)
     rc = remove_copy(call, &v, s.file, s.name);
@@ -1247,26 +1281,21 @@ static int32_t dc_list(void *instance, const virtsnap_call_v1 *call,
   if ((rc = get_volume(call, root, "the list request", &v)) != VIRTSNAP_OK)
     goto done;
   if (stat(v.path, &vst) != 0) {
-    if (errno == ENOENT || errno == ENOTDIR)
-      rc = fail(call, VIRTSNAP_E_NOT_FOUND, errno,
-                PLUGIN_NAME ": the volume %s does not exist; check its path",
-                v.path);
-    else
-      rc = fail_os(call, errno, "examine the volume", v.path,
-                   "check the permissions of its directories");
+    rc = fail_os(call, errno, "examining", "volume", v.path,
+                 "check its path and the permissions of its directories");
     goto done;
   }
-  if ((rc = require_root(instance, call, v.path, "list the snapshots of")) !=
+  if ((rc = require_root(instance, call, v.path)) !=
       VIRTSNAP_OK)
     goto done;
   const char *base = base_of(v.path);
   size_t base_len = strlen(base);
   if ((dir = dir_of(v.path)) == NULL || (snaps = json_array()) == NULL) {
-    rc = fail(call, VIRTSNAP_E_INTERNAL, ENOMEM, PLUGIN_NAME ": out of memory");
+    rc = out_of_memory(call);
     goto done;
   }
   if ((d = opendir(dir)) == NULL) {
-    rc = fail_os(call, errno, "read the directory", dir,
+    rc = fail_os(call, errno, "reading", "directory", dir,
                  "check that it is readable");
     goto done;
   }
@@ -1275,8 +1304,8 @@ static int32_t dc_list(void *instance, const virtsnap_call_v1 *call,
     struct dirent *entry = readdir(d);
     if (entry == NULL) {
       if (errno != 0) {
-        rc = fail_os(call, errno, "read the directory", dir,
-                     "check the filesystem");
+        rc = fail_os(call, errno, "reading", "directory", dir,
+                     "check the filesystem holding it");
         goto done;
       }
       break;
@@ -1293,13 +1322,13 @@ static int32_t dc_list(void *instance, const virtsnap_call_v1 *call,
       cap = cap ? 2 * cap : 16;
       char **more = realloc(names, cap * sizeof *names);
       if (more == NULL) {
-        rc = fail(call, VIRTSNAP_E_INTERNAL, ENOMEM, PLUGIN_NAME ": out of memory");
+        rc = out_of_memory(call);
         goto done;
       }
       names = more;
     }
     if ((names[count] = strdup(n)) == NULL) {
-      rc = fail(call, VIRTSNAP_E_INTERNAL, ENOMEM, PLUGIN_NAME ": out of memory");
+      rc = out_of_memory(call);
       goto done;
     }
     count++;
@@ -1323,7 +1352,7 @@ static int32_t dc_list(void *instance, const virtsnap_call_v1 *call,
     free(path);
     json_decref(name);
     if (item == NULL || json_array_append_new(snaps, item) != 0) {
-      rc = fail(call, VIRTSNAP_E_INTERNAL, ENOMEM, PLUGIN_NAME ": out of memory");
+      rc = out_of_memory(call);
       goto done;
     }
   }
@@ -1383,7 +1412,7 @@ static int32_t dc_undo(void *instance, const virtsnap_call_v1 *call,
   if (rc == VIRTSNAP_OK)
     rc = get_snapshot(call, root, "the undo request", &s);
   if (rc == VIRTSNAP_OK && strcmp(s.mode, "copy") != 0)
-    rc = not_a_copy(call, "undo", s.mode, s.name, &v);
+    rc = not_a_copy(call, false, s.mode);
   if (rc == VIRTSNAP_OK && s.file != NULL) { /* no file: nothing was made */
     remove_leftovers(call, s.file);
     rc = remove_copy(call, &v, s.file, s.name);

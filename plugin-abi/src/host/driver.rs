@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use snapshot_core::driver::{
     Capabilities, CreatedSnapshot, DeleteContext, DriverError, Progress, RevertOutcome,
-    SnapshotPlan, SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeState,
+    SnapshotMode, SnapshotPlan, SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeState,
 };
 
 use crate::abi;
@@ -102,8 +102,16 @@ impl PluginDriver {
             path: plugin.path.clone(),
             message: outcome.error.map_or_else(
                 || "its open returned NULL without saying why".to_string(),
-                |(code, _, message)| {
-                    format!("{message} [{}]", abi::error_name(code).unwrap_or("unknown"))
+                |(code, errno, message)| {
+                    let os = if errno > 0 {
+                        format!(" ({})", std::io::Error::from_raw_os_error(errno))
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "{message}{os} [{}]",
+                        abi::error_name(code).unwrap_or("unknown")
+                    )
                 },
             ),
         })?;
@@ -292,9 +300,9 @@ impl PluginDriver {
                 path: volume.path.clone(),
                 operation: operation.to_string(),
             },
-            abi::E_INCONSISTENT => {
-                DriverError::Inconsistent(format!("plugin '{plugin}': {message}"))
-            }
+            abi::E_INCONSISTENT => DriverError::Inconsistent(format!(
+                "plugin '{plugin}' could not {operation}: {message}"
+            )),
             abi::E_PANIC => self.fault(operation, format!("it panicked: {message}")),
             code => match abi::error_name(code) {
                 Some(name) => DriverError::Plugin {
@@ -404,22 +412,26 @@ impl VolumeDriver for PluginDriver {
         plan: &SnapshotPlan,
         progress: Option<&Progress>,
     ) -> Result<CreatedSnapshot, DriverError> {
-        let op = format!("take a {} snapshot", plan.mode);
+        let op = match plan.mode {
+            SnapshotMode::Internal => "take an internal snapshot",
+            SnapshotMode::External => "take an external snapshot",
+            SnapshotMode::Copy => "take a copy snapshot",
+        };
         let request = doc::CreateRequest {
             requires: Vec::new(),
-            volume: convert::volume_to_doc(volume).map_err(|e| self.not_utf8(&e, &op, volume))?,
-            plan: convert::plan_to_doc(plan).map_err(|e| self.not_utf8(&e, &op, volume))?,
+            volume: convert::volume_to_doc(volume).map_err(|e| self.not_utf8(&e, op, volume))?,
+            plan: convert::plan_to_doc(plan).map_err(|e| self.not_utf8(&e, op, volume))?,
         };
         let bytes = self
-            .call(Slot::Create, &op, volume, &request, progress)
+            .call(Slot::Create, op, volume, &request, progress)
             .await?;
-        let created: doc::CreatedSnapshot = self.parse(&op, bytes)?;
+        let created: doc::CreatedSnapshot = self.parse(op, bytes)?;
         let created = convert::created_from_doc(&created);
         let expected = (&plan.name, plan.mode, plan.file.as_ref());
         let got = (&created.name, created.mode, created.file.as_ref());
         if expected != got {
             return Err(self.fault(
-                &op,
+                op,
                 format!(
                     "it reports snapshot '{}' ({}, file {}) but was asked for '{}' ({}, file {}); \
                      check the storage for a snapshot virtsnap does not know",

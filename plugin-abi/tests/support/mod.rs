@@ -115,6 +115,11 @@ fn compiler() -> Option<String> {
 /// without a compiler.
 pub fn compile(name: &str, sources: &[PathBuf], libs: &[&str]) -> Option<PathBuf> {
     let cc = compiler()?;
+    // Tests of one process compile the same plugin at once: one compiles.
+    static COMPILING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = COMPILING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let out = plugin_dir().join(format!("lib{name}.so"));
     if out.exists() {
         return Some(out);
