@@ -38,3 +38,5 @@ pub mod convert;
 pub mod host;
 #[cfg(feature = "sdk")]
 pub mod sdk;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -183,3 +183,87 @@ fn error(e: &DriverError) -> Error {
         _ => Error::internal(e.to_string()),
     }
 }
+
+/// Makes the crate a plugin serving the linked driver `$ty`, made by
+/// `$make` when an instance opens (the built-in drivers built as
+/// plugins): a [`Plugin`](crate::sdk::Plugin) around [`Linked`] with every
+/// optional operation, exported with
+/// [`export_plugin!`](crate::export_plugin). The thread model is
+/// serialize-instance (each instance runs its driver on its own runtime).
+///
+/// ```ignore
+/// plugin_abi::export_linked_driver!(driver_file::FileDriver, c"file-plugin", c"0.1.0",
+///     c"full copies of any file", driver_file::FileDriver::new());
+/// ```
+#[macro_export]
+macro_rules! export_linked_driver {
+    ($ty:ty, $name:expr, $version:expr, $description:expr, $make:expr) => {
+        /// The linked driver served as a plugin.
+        #[derive(Debug)]
+        pub struct LinkedPlugin($crate::sdk::bridge::Linked<$ty>);
+
+        impl $crate::sdk::Plugin for LinkedPlugin {
+            const NAME: &'static ::std::ffi::CStr = $name;
+            const VERSION: &'static ::std::ffi::CStr = $version;
+            const DESCRIPTION: Option<&'static ::std::ffi::CStr> = Some($description);
+            const THREAD_MODEL: u32 = $crate::abi::THREAD_MODEL_SERIALIZE_INSTANCE;
+
+            fn open(
+                _config: $crate::payload::OpenConfig,
+                _call: &$crate::sdk::Call<'_>,
+            ) -> Result<Self, $crate::sdk::Error> {
+                Ok(Self($crate::sdk::bridge::Linked::new($make)?))
+            }
+
+            fn capabilities(
+                &self,
+                r: $crate::payload::CapabilitiesRequest,
+                call: &$crate::sdk::Call<'_>,
+            ) -> Result<$crate::payload::Capabilities, $crate::sdk::Error> {
+                self.0.capabilities(r, call)
+            }
+
+            fn create(
+                &self,
+                r: $crate::payload::CreateRequest,
+                call: &$crate::sdk::Call<'_>,
+            ) -> Result<$crate::payload::CreatedSnapshot, $crate::sdk::Error> {
+                self.0.create(r, call)
+            }
+
+            fn delete(
+                &self,
+                r: $crate::payload::DeleteRequest,
+                call: &$crate::sdk::Call<'_>,
+            ) -> Result<(), $crate::sdk::Error> {
+                self.0.delete(r, call)
+            }
+
+            fn revert(
+                &self,
+                r: $crate::payload::RevertRequest,
+                call: &$crate::sdk::Call<'_>,
+            ) -> Result<$crate::payload::RevertResult, $crate::sdk::Error> {
+                self.0.revert(r, call)
+            }
+
+            fn list(
+                &self,
+                r: $crate::payload::ListRequest,
+                call: &$crate::sdk::Call<'_>,
+            ) -> Result<$crate::payload::ListResult, $crate::sdk::Error> {
+                self.0.list(r, call)
+            }
+
+            fn undo(
+                &self,
+                r: $crate::payload::UndoRequest,
+                call: &$crate::sdk::Call<'_>,
+            ) -> Result<(), $crate::sdk::Error> {
+                self.0.undo(r, call)
+            }
+        }
+
+        $crate::export_plugin!(LinkedPlugin { revert, list, undo });
+    };
+}

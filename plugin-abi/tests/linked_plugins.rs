@@ -1,7 +1,10 @@
-//! driver-file built as a `cdylib` plugin (`plugins/file`, the
-//! `file-plugin` driver), loaded through the ABI and run through the same
-//! conformance suite as the linked driver, on raw files and on qcow2
-//! images copied as opaque files.
+//! Built-in drivers built as `cdylib` plugins with the SDK's bridge
+//! (`plugins/file`: `file-plugin`, `plugins/qemu`: `qemu-plugin`), loaded
+//! through the ABI and run through the same conformance suite as when
+//! linked in: full copies of raw files and of qcow2 images, qcow2
+//! internal snapshots and external overlays. (`btrfs-plugin` runs in
+//! driver-btrfs's tests, which have the loop-mounted btrfs; `lvm-plugin`
+//! in the LVM test guest.)
 
 mod support;
 
@@ -14,6 +17,13 @@ fn plugin() -> PluginDriver {
     support::driver(&support::cargo_plugin(
         "virtsnap-plugin-file",
         "virtsnap_plugin_file",
+    ))
+}
+
+fn qemu_plugin() -> PluginDriver {
+    support::driver(&support::cargo_plugin(
+        "virtsnap-plugin-qemu",
+        "virtsnap_plugin_qemu",
     ))
 }
 
@@ -59,6 +69,32 @@ mod qcow2 {
         backends::qemu_tools_present().then(|| Qcow2Harness {
             driver: plugin(),
             mode: SnapshotMode::Copy,
+        })
+    }
+
+    checks!(harness());
+}
+
+mod qemu_internal {
+    use super::*;
+
+    fn harness() -> Option<Qcow2Harness<PluginDriver>> {
+        backends::qemu_tools_present().then(|| Qcow2Harness {
+            driver: qemu_plugin(),
+            mode: SnapshotMode::Internal,
+        })
+    }
+
+    checks!(harness());
+}
+
+mod qemu_external {
+    use super::*;
+
+    fn harness() -> Option<Qcow2Harness<PluginDriver>> {
+        backends::qemu_tools_present().then(|| Qcow2Harness {
+            driver: qemu_plugin(),
+            mode: SnapshotMode::External,
         })
     }
 
