@@ -141,4 +141,3 @@ pub fn compile_c(name: &str, sources: &[PathBuf], libs: &[&str]) -> Option<PathB
     std::fs::rename(&tmp, &out).expect("moving the compiled plugin into place");
     Some(out)
 }
-
