@@ -37,50 +37,35 @@ pub fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds the workspace's plugin `package` (once per test process) and
-/// returns its library, `lib{lib}.so`.
-pub fn cargo_plugin(package: &str, lib: &str) -> PathBuf {
+/// Runs `cargo build --quiet ARGS` for the workspace into the test's
+/// target directory (a no-op when it is up to date) and returns the
+/// profile directory the outputs are in.
+fn cargo_build(args: &[&str]) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target = target_dir();
     let status = Command::new(&cargo)
-        .args(["build", "--quiet", "-p", package, "--target-dir"])
+        .args(["build", "--quiet"])
+        .args(args)
+        .arg("--target-dir")
         .arg(&target)
         .current_dir(workspace())
         .status()
-        .unwrap_or_else(|e| panic!("running cargo build -p {package}: {e}"));
-    assert!(
-        status.success(),
-        "cargo build -p {package} failed ({status})"
-    );
-    let path = target.join("debug").join(format!("lib{lib}.so"));
+        .unwrap_or_else(|e| panic!("running cargo build {args:?}: {e}"));
+    assert!(status.success(), "cargo build {args:?} failed ({status})");
+    target.join("debug")
+}
+
+/// Builds the workspace's plugin `package` and returns its library,
+/// `lib{lib}.so`.
+pub fn cargo_plugin(package: &str, lib: &str) -> PathBuf {
+    let path = cargo_build(&["-p", package]).join(format!("lib{lib}.so"));
     assert!(path.is_file(), "{} was not built", path.display());
     path
 }
 
-/// Builds the workspace binary `bin` of `package` (once per test
-/// process) and returns its path.
+/// Builds the workspace binary `bin` of `package` and returns its path.
 pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let target = target_dir();
-    let status = Command::new(&cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            package,
-            "--bin",
-            bin,
-            "--target-dir",
-        ])
-        .arg(&target)
-        .current_dir(workspace())
-        .status()
-        .unwrap_or_else(|e| panic!("running cargo build -p {package}: {e}"));
-    assert!(
-        status.success(),
-        "cargo build -p {package} failed ({status})"
-    );
-    target.join("debug").join(bin)
+    cargo_build(&["-p", package, "--bin", bin]).join(bin)
 }
 
 /// A directory for compiled plugins, private to this process (mode 0700,
