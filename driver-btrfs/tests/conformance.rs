@@ -1,7 +1,8 @@
 //! The driver conformance suite (`snapshot_core::conformance`) against
 //! the btrfs driver on a real, loop-mounted btrfs: reflinked snapshots of
 //! raw files (copy mode) and read-only snapshots of subvolumes (internal
-//! mode), the volume's bytes written and read with plain file I/O.
+//! mode), the volume's bytes written and read with plain file I/O. Each
+//! is also a row of the integration matrix (`matrix`).
 
 mod support;
 
@@ -95,7 +96,7 @@ impl Harness for SubvolumeHarness {
 }
 
 macro_rules! suite {
-    ($module:ident, $harness:expr) => {
+    ($module:ident, $harness:expr, $row:literal) => {
         mod $module {
             use super::*;
 
@@ -117,6 +118,15 @@ macro_rules! suite {
             check!(delete_is_idempotent);
             check!(checksum_detects_damage);
             check!(chain_with_branches);
+
+            /// The integration matrix's row, on one btrfs.
+            #[tokio::test]
+            async fn matrix() {
+                let Some(fs) = Btrfs::new_or_skip("300M") else {
+                    return;
+                };
+                conformance::matrix::test(&$harness, fs.path(), $row).await;
+            }
         }
     };
 }
@@ -125,11 +135,13 @@ suite!(
     file,
     FileHarness {
         driver: BtrfsDriver::new()
-    }
+    },
+    "btrfs-reflink"
 );
 suite!(
     subvolume,
     SubvolumeHarness {
         driver: BtrfsDriver::new()
-    }
+    },
+    "btrfs-subvolume"
 );

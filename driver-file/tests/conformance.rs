@@ -11,9 +11,10 @@ use snapshot_core::conformance::{self, Harness, VOLUME_SIZE};
 use snapshot_core::driver::{SnapshotMode, Volume, VolumeDriver, VolumeFormat};
 
 /// Runs one conformance check as a `#[tokio::test]` of the same name,
-/// with the harness `$harness` gives (`None` skips the test).
+/// with the harness `$harness` gives (`None` skips the test), and the
+/// integration matrix's row `$row` as the test `matrix`.
 macro_rules! checks {
-    ($harness:expr) => {
+    ($harness:expr, $row:literal) => {
         macro_rules! check {
             ($name:ident) => {
                 #[tokio::test]
@@ -31,6 +32,13 @@ macro_rules! checks {
         check!(delete_is_idempotent);
         check!(checksum_detects_damage);
         check!(chain_with_branches);
+
+        #[tokio::test]
+        async fn matrix() {
+            let Some(h) = $harness else { return };
+            let dir = tempfile::tempdir().expect("tempdir");
+            conformance::matrix::test(&h, dir.path(), $row).await;
+        }
     };
 }
 
@@ -83,7 +91,7 @@ mod raw {
         })
     }
 
-    checks!(harness());
+    checks!(harness(), "file-raw");
 }
 
 /// qcow2 images copied as opaque files, with real `qemu-img` and
@@ -102,5 +110,5 @@ mod qcow2 {
         })
     }
 
-    checks!(harness());
+    checks!(harness(), "file-qcow2");
 }

@@ -11,6 +11,11 @@
 //! and refuse to run anywhere but in the guest. Without the built guest
 //! the host test skips with the reason (or fails under
 //! `VIRTSNAP_REQUIRE_BACKENDS`).
+//!
+//! The integration matrix's LVM rows (`lvm-classic`, `lvm-thin`) are
+//! `in_guest` tests too: they record their rows in the guest, and the host
+//! test carries them back and records them on the host (for `cargo xtask
+//! matrix`, which runs only them: `VIRTSNAP_LVM_GUEST_ONLY=matrix`).
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -18,6 +23,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use snapshot_core::conformance::matrix;
 use testvm::{Options, TestVm};
 
 /// Set in the guest for the `in_guest` tests.
@@ -29,7 +35,13 @@ const POOL: &str = "pool";
 /// Runs only the guest tests matching this filter (for working on them).
 const ONLY_ENV: &str = "VIRTSNAP_LVM_GUEST_ONLY";
 /// How many `in_guest` tests there are (the host checks all ran).
-const GUEST_TESTS: usize = 19;
+const GUEST_TESTS: usize = 21;
+/// Where the guest's matrix rows are recorded, in the guest.
+const GUEST_MATRIX_DIR: &str = "/tmp/vs-matrix";
+/// How the host reads them back: one line each, this then the row's JSON.
+const ROW_LINE: &str = "VIRTSNAP-MATRIX-ROW ";
+/// The matrix rows of the guest tests.
+const MATRIX_ROWS: [&str; 2] = ["lvm-classic", "lvm-thin"];
 
 #[test]
 fn lvm_inside_the_test_guest() {
@@ -59,13 +71,32 @@ fn lvm_inside_the_test_guest() {
     let out = vm
         .run_timeout(
             &format!(
-                "cd /tmp && {IN_GUEST}=1 RUST_BACKTRACE=1 /payload/guest-tests \
-                 --ignored --test-threads=1 '{filter}' 2>&1"
+                "cd /tmp && {IN_GUEST}=1 RUST_BACKTRACE=1 {matrix}={GUEST_MATRIX_DIR} \
+                 /payload/guest-tests --ignored --test-threads=1 '{filter}' 2>&1",
+                matrix = matrix::DIR_ENV,
             ),
             Duration::from_secs(900),
         )
         .unwrap_or_else(|e| panic!("{e}"));
     eprintln!("{}", out.stdout);
+    // The matrix rows, recorded here too (even when a guest test failed:
+    // the rows say which cells).
+    let rows = vm
+        .run_ok(&format!(
+            "for f in {GUEST_MATRIX_DIR}/*.json; do [ -e \"$f\" ] || continue; \
+             printf '{ROW_LINE}'; cat \"$f\"; done"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut carried = Vec::new();
+    for line in rows.lines() {
+        let Some(json) = line.strip_prefix(ROW_LINE) else {
+            continue;
+        };
+        let row = matrix::Row::from_json(json)
+            .unwrap_or_else(|e| panic!("a matrix row from the guest: {e}: {json}"));
+        matrix::record(&row);
+        carried.push(row.row);
+    }
     assert!(
         out.success(),
         "the guest tests failed (rc {}):\n{}\n{}\n--- console ---\n{}",
@@ -76,6 +107,12 @@ fn lvm_inside_the_test_guest() {
     );
     if only.is_some() {
         return;
+    }
+    for row in MATRIX_ROWS {
+        assert!(
+            carried.iter().any(|r| r == row),
+            "the guest recorded no matrix row {row} (rows: {carried:?})"
+        );
     }
     let summary = format!("test result: ok. {GUEST_TESTS} passed");
     assert!(
@@ -239,7 +276,7 @@ mod in_guest {
     }
 
     macro_rules! suite {
-        ($module:ident, $harness:expr) => {
+        ($module:ident, $harness:expr, $row:literal) => {
             mod $module {
                 use super::*;
 
@@ -260,12 +297,21 @@ mod in_guest {
                 check!(delete_is_idempotent);
                 check!(checksum_detects_damage);
                 check!(chain_with_branches);
+
+                /// The integration matrix's row, recorded in the guest
+                /// for the host to carry back.
+                #[tokio::test]
+                #[ignore = "runs inside the test guest (lvm_inside_the_test_guest)"]
+                async fn matrix() {
+                    in_guest();
+                    conformance::matrix::test(&$harness, Path::new("/tmp"), $row).await;
+                }
             }
         };
     }
 
-    suite!(classic_suite, classic());
-    suite!(thin_suite, thin());
+    suite!(classic_suite, classic(), "lvm-classic");
+    suite!(thin_suite, thin(), "lvm-thin");
 
     fn plan(name: &str) -> SnapshotPlan {
         SnapshotPlan {

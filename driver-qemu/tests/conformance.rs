@@ -1,7 +1,8 @@
 //! The driver conformance suite (`snapshot_core::conformance`) against
 //! real qcow2 images with real `qemu-img`: once for internal snapshots,
 //! once for external overlays. Content is written with `qemu-io` and read
-//! back as a guest sees it with `qemu-img convert -O raw`.
+//! back as a guest sees it with `qemu-img convert -O raw`. Each mode is
+//! also a row of the integration matrix (`matrix`).
 
 use driver_qemu::QemuDriver;
 use snapshot_core::conformance::{self, backends};
@@ -17,7 +18,7 @@ fn harness(mode: SnapshotMode) -> Option<backends::Qcow2Harness<QemuDriver>> {
 }
 
 macro_rules! suite {
-    ($module:ident, $mode:expr) => {
+    ($module:ident, $mode:expr, $row:literal) => {
         mod $module {
             use super::*;
 
@@ -38,9 +39,17 @@ macro_rules! suite {
             check!(delete_is_idempotent);
             check!(checksum_detects_damage);
             check!(chain_with_branches);
+
+            /// The integration matrix's row.
+            #[tokio::test]
+            async fn matrix() {
+                let Some(h) = harness($mode) else { return };
+                let dir = tempfile::tempdir().expect("tempdir");
+                conformance::matrix::test(&h, dir.path(), $row).await;
+            }
         }
     };
 }
 
-suite!(internal, SnapshotMode::Internal);
-suite!(external, SnapshotMode::External);
+suite!(internal, SnapshotMode::Internal, "qemu-internal");
+suite!(external, SnapshotMode::External, "qemu-external");

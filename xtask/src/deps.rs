@@ -87,6 +87,28 @@ pub const SYSTEM_TOOLS: &[SystemTool] = &[
     },
 ];
 
+/// A file that must exist (a C library's development files), and where it
+/// comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SystemFile {
+    /// Absolute path of the file.
+    pub path: &'static str,
+    /// Debian package that provides it.
+    pub package: &'static str,
+    /// Which part of the project needs it.
+    pub why: &'static str,
+}
+
+/// Every system file (headers and libraries, not commands) the test suite
+/// uses. Add a row when a test starts building against a new C library.
+pub const SYSTEM_FILES: &[SystemFile] = &[SystemFile {
+    // The C example plugin's tests compile it with gcc against jansson
+    // (its JSON), so they need the header and the library.
+    path: "/usr/include/jansson.h",
+    package: "libjansson-dev",
+    why: "compiling the C example plugin (jansson for JSON) in plugin-abi's tests",
+}];
+
 /// Whether missing packages may be installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Install {
@@ -106,15 +128,20 @@ impl Install {
     }
 }
 
-/// Makes sure every command of [`SYSTEM_TOOLS`] is on PATH, installing the
-/// missing packages when allowed and possible. Fails naming what is missing
-/// and how to install it.
+/// Makes sure every command of [`SYSTEM_TOOLS`] is on PATH and every file
+/// of [`SYSTEM_FILES`] exists, installing the missing packages when allowed
+/// and possible. Fails naming what is missing and how to install it.
 pub fn ensure(install: Install) -> Result<()> {
-    let names: Vec<_> = SYSTEM_TOOLS.iter().map(|tool| tool.command).collect();
+    let names: Vec<_> = SYSTEM_TOOLS
+        .iter()
+        .map(|tool| tool.command)
+        .chain(SYSTEM_FILES.iter().map(|file| file.path))
+        .collect();
     cmd::announce(&format!("system packages: checking {}", names.join(", ")));
 
     let missing = missing_tools(SYSTEM_TOOLS);
-    if missing.is_empty() {
+    let missing_files = absent_files(SYSTEM_FILES);
+    if missing.is_empty() && missing_files.is_empty() {
         cmd::announce(&format!(
             "system packages: all present ({})",
             describe_present(SYSTEM_TOOLS)
@@ -127,14 +154,21 @@ pub fn ensure(install: Install) -> Result<()> {
             tool.command, tool.package, tool.why
         );
     }
+    for file in &missing_files {
+        eprintln!(
+            "    missing: {} (Debian package {}; needed for {})",
+            file.path, file.package, file.why
+        );
+    }
 
-    let packages = packages_for(&missing);
+    let packages = all_packages(&missing, &missing_files);
     let is_root = running_as_root();
     let has_apt = find_on_path("apt-get").is_some();
     if install == Install::IfRoot && is_root && has_apt {
         apt_install(&packages);
         let still_missing = missing_tools(&missing);
-        if still_missing.is_empty() {
+        let still_missing_files = absent_files(&missing_files);
+        if still_missing.is_empty() && still_missing_files.is_empty() {
             cmd::announce(&format!(
                 "system packages: installed {}; all present ({})",
                 packages.join(" "),
@@ -142,7 +176,12 @@ pub fn ensure(install: Install) -> Result<()> {
             ));
             return Ok(());
         }
-        bail!(missing_error(&still_missing, is_root, has_apt));
+        bail!(missing_error(
+            &still_missing,
+            &still_missing_files,
+            is_root,
+            has_apt
+        ));
     }
     if install == Install::IfRoot {
         let reason = if is_root {
@@ -152,7 +191,7 @@ pub fn ensure(install: Install) -> Result<()> {
         };
         eprintln!("    not installing: {reason}");
     }
-    bail!(missing_error(&missing, is_root, has_apt));
+    bail!(missing_error(&missing, &missing_files, is_root, has_apt));
 }
 
 /// Runs `apt-get update` then `apt-get install` for `packages`, non-interactively.
@@ -184,13 +223,27 @@ fn apt_get() -> Command {
     cmd
 }
 
-/// One line naming the missing commands, their packages and how to install them.
-fn missing_error(missing: &[SystemTool], is_root: bool, has_apt: bool) -> String {
+/// One line naming the missing commands and files, their packages and how
+/// to install them.
+fn missing_error(
+    missing: &[SystemTool],
+    missing_files: &[SystemFile],
+    is_root: bool,
+    has_apt: bool,
+) -> String {
     let commands: Vec<_> = missing
         .iter()
         .map(|tool| format!("`{}`", tool.command))
         .collect();
-    let packages = packages_for(missing);
+    let files: Vec<_> = missing_files.iter().map(|file| file.path).collect();
+    let mut what = Vec::new();
+    if !commands.is_empty() {
+        what.push(format!("{} not on PATH", commands.join(", ")));
+    }
+    if !files.is_empty() {
+        what.push(format!("{} missing", files.join(", ")));
+    }
+    let packages = all_packages(missing, missing_files);
     let noun = if packages.len() == 1 {
         "package"
     } else {
@@ -198,10 +251,30 @@ fn missing_error(missing: &[SystemTool], is_root: bool, has_apt: bool) -> String
     };
     let packages = packages.join(" ");
     format!(
-        "{} not on PATH (Debian {noun} {packages}); install with: {}",
-        commands.join(", "),
+        "{} (Debian {noun} {packages}); install with: {}",
+        what.join(", "),
         install_hint(&packages, is_root, has_apt)
     )
+}
+
+/// The files of `files` that do not exist.
+fn absent_files(files: &[SystemFile]) -> Vec<SystemFile> {
+    files
+        .iter()
+        .filter(|file| !Path::new(file.path).exists())
+        .copied()
+        .collect()
+}
+
+/// The packages to install for the missing tools and files, each once.
+fn all_packages(missing: &[SystemTool], missing_files: &[SystemFile]) -> Vec<&'static str> {
+    let mut packages = packages_for(missing);
+    for file in missing_files {
+        if !packages.contains(&file.package) {
+            packages.push(file.package);
+        }
+    }
+    packages
 }
 
 /// The command a person should run to install `package` (one or several,
@@ -234,6 +307,7 @@ fn packages_for(missing: &[SystemTool]) -> Vec<&'static str> {
     packages
 }
 
+/// The tools with where they are, then the files of [`SYSTEM_FILES`].
 fn describe_present(tools: &[SystemTool]) -> String {
     tools
         .iter()
@@ -241,6 +315,7 @@ fn describe_present(tools: &[SystemTool]) -> String {
             Some(path) => format!("{} at {}", tool.command, path.display()),
             None => tool.command.to_owned(),
         })
+        .chain(SYSTEM_FILES.iter().map(|file| file.path.to_owned()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -352,10 +427,44 @@ mod tests {
             tool("qemu-img", "qemu-utils"),
         ];
         assert_eq!(
-            missing_error(&missing, false, true),
+            missing_error(&missing, &[], false, true),
             "`xmllint`, `qemu-img` not on PATH (Debian packages libxml2-utils qemu-utils); \
              install with: sudo apt-get update && sudo apt-get install -y libxml2-utils qemu-utils"
         );
+        let header = SystemFile {
+            path: "/usr/include/jansson.h",
+            package: "libjansson-dev",
+            why: "test",
+        };
+        assert_eq!(
+            missing_error(&missing[..1], &[header], true, true),
+            "`xmllint` not on PATH, /usr/include/jansson.h missing (Debian packages \
+             libxml2-utils libjansson-dev); install with: apt-get update && apt-get install -y \
+             libxml2-utils libjansson-dev"
+        );
+        assert_eq!(
+            all_packages(&[], &[header, header]),
+            ["libjansson-dev"],
+            "each package once"
+        );
+    }
+
+    #[test]
+    fn system_files_are_absolute_and_jansson_is_among_them() {
+        for file in SYSTEM_FILES {
+            assert!(Path::new(file.path).is_absolute(), "{file:?}");
+            assert!(!file.package.is_empty() && !file.why.is_empty(), "{file:?}");
+        }
+        assert!(
+            SYSTEM_FILES.iter().any(|f| f.package == "libjansson-dev"),
+            "the C example plugin's tests need libjansson-dev"
+        );
+        let gone = SystemFile {
+            path: "/nonexistent/virtsnap/x.h",
+            package: "x",
+            why: "test",
+        };
+        assert_eq!(absent_files(&[gone]), [gone]);
     }
 
     #[test]

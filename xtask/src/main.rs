@@ -1,12 +1,14 @@
 //! The `cargo xtask` command line: parses the subcommand and hands it to the
-//! module that owns it (`test`, `bench`, `deps`, `man`, `testvm`). Errors
+//! module that owns it (`test`, `matrix`, `bench`, `deps`, `man`, `testvm`). Errors
 //! end up here and are printed once, as `error: ...`, with a non-zero exit
 //! code.
 
 mod bench;
 mod cmd;
 mod deps;
+mod lint;
 mod man;
+mod matrix;
 mod test;
 mod testvm;
 
@@ -38,6 +40,13 @@ enum Task {
         /// `cargo test`), given after `--`.
         #[arg(last = true)]
         runner_args: Vec<String>,
+    },
+    /// The integration matrix: the drivers' checks over every volume state
+    /// and operation, as a table (and target/matrix.json).
+    Matrix {
+        /// Also write the table into README.md (between its matrix markers).
+        #[arg(long)]
+        readme: bool,
     },
     /// Run a benchmark, or all of them when no name is given.
     Bench {
@@ -80,6 +89,7 @@ fn main() -> ExitCode {
             skip_lint,
             runner_args,
         }),
+        Task::Matrix { readme } => matrix::run(readme),
         Task::Bench { name, bench_args } => bench::run(name.as_deref(), &bench_args),
         Task::Deps { no_install } => deps::ensure(deps::Install::from_no_install(no_install)),
         Task::Man { out_dir } => man::run(out_dir.as_deref()),
@@ -126,6 +136,17 @@ mod tests {
         assert!(skip_lint);
         assert!(!no_install);
         assert_eq!(runner_args, ["roundtrip", "--nocapture"]);
+    }
+
+    #[test]
+    fn matrix_takes_readme() {
+        let cli = Cli::try_parse_from(["xtask", "matrix", "--readme"]).expect("valid");
+        assert!(matches!(cli.task, Task::Matrix { readme: true }), "{cli:?}");
+        let cli = Cli::try_parse_from(["xtask", "matrix"]).expect("valid");
+        assert!(
+            matches!(cli.task, Task::Matrix { readme: false }),
+            "{cli:?}"
+        );
     }
 
     #[test]

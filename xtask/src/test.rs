@@ -1,19 +1,21 @@
 //! `cargo xtask test`, the project's test command and exactly what CI runs:
-//! system packages, `cargo fmt --check`, `cargo clippy -D warnings`, the
-//! Linux test guest (built unless cached), then all tests (nextest when
-//! installed, plus doctests; `cargo test` otherwise).
-//! Stops at the first failing step and ends with the time of each step.
+//! system packages, `cargo fmt --check`, the `unsafe_code` allow-list,
+//! `cargo clippy -D warnings`, the Linux test guest (built unless cached),
+//! then all tests (nextest when installed, plus doctests; `cargo test`
+//! otherwise), which record the integration matrix's rows, and the matrix
+//! assembled from them. Stops at the first failing step and ends with the
+//! time of each step.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 
-use crate::{cmd, deps, testvm};
+use crate::{cmd, deps, lint, matrix, testvm};
 
 /// Environment variable that makes tests fail, instead of skip, when the
 /// backend they need (a system tool, a device) is missing.
-const REQUIRE_BACKENDS: &str = "VIRTSNAP_REQUIRE_BACKENDS";
+pub const REQUIRE_BACKENDS: &str = "VIRTSNAP_REQUIRE_BACKENDS";
 
 #[derive(Debug)]
 pub struct Options {
@@ -43,6 +45,10 @@ fn run_steps(options: &Options, steps: &mut Steps) -> Result<()> {
             cmd::announce("fmt: checking formatting");
             cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"]))
         })?;
+    }
+    // Instant, and a rule rather than style: never skipped.
+    steps.run("unsafe-lint", lint::unsafe_code)?;
+    if !options.skip_lint {
         steps.run("clippy", || {
             cmd::announce("clippy: lints, warnings are errors");
             cmd::run(cmd::cargo().args([
@@ -60,6 +66,21 @@ fn run_steps(options: &Options, steps: &mut Steps) -> Result<()> {
     // required they fail without it. Cached: instant after the first build.
     steps.run("testvm", || testvm::ensure_built().map(drop))?;
 
+    // The matrix's tests record their rows during the one test run.
+    let rows = matrix::rows_dir();
+    matrix::fresh_dir(&rows)?;
+    // A filtered run records only some rows: shown, not required.
+    let all_rows = options.runner_args.is_empty();
+    let run_tests = |args: &[&str]| -> Result<()> {
+        let mut command = test_command(args, &options.runner_args);
+        command.env(matrix::DIR_ENV, &rows);
+        let result = cmd::run(&mut command);
+        if result.is_err() {
+            // Still show which cells failed.
+            let _ = matrix::assemble_and_check(&rows, false, false);
+        }
+        result
+    };
     if nextest_available() {
         // Doctests first, so the run closes on nextest's summary line.
         steps.run("doctests", || {
@@ -68,20 +89,18 @@ fn run_steps(options: &Options, steps: &mut Steps) -> Result<()> {
         })?;
         steps.run("tests", || {
             cmd::announce("tests: cargo nextest");
-            cmd::run(&mut test_command(
-                &["nextest", "run", "--workspace", "--no-fail-fast"],
-                &options.runner_args,
-            ))
+            run_tests(&["nextest", "run", "--workspace", "--no-fail-fast"])
         })?;
     } else {
         steps.run("tests", || {
             cmd::announce("tests: cargo test (cargo-nextest is not installed)");
-            cmd::run(&mut test_command(
-                &["test", "--workspace", "--no-fail-fast"],
-                &options.runner_args,
-            ))
+            run_tests(&["test", "--workspace", "--no-fail-fast"])
         })?;
     }
+    steps.run("matrix", || {
+        cmd::announce("matrix: the rows the tests recorded");
+        matrix::assemble_and_check(&rows, all_rows, false)
+    })?;
     Ok(())
 }
 
@@ -92,7 +111,7 @@ fn test_command(args: &[&str], extra: &[String]) -> Command {
     cargo
 }
 
-fn nextest_available() -> bool {
+pub fn nextest_available() -> bool {
     cmd::succeeds_quietly(cmd::cargo().args(["nextest", "--version"]))
 }
 

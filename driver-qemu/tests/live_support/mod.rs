@@ -114,7 +114,7 @@ pub struct Fixture {
     pub name: String,
     /// The disks' images.
     pub images: Vec<PathBuf>,
-    /// The RAM file.
+    /// The RAM file (none without `file_ram`).
     pub ram: PathBuf,
 }
 
@@ -125,7 +125,7 @@ impl Fixture {
     }
 
     /// The same; with `file_ram` false, the guest has ordinary anonymous
-    /// RAM (which background snapshots need).
+    /// RAM (which background snapshots need) and there is no RAM file.
     pub fn with(disks: usize, agent: bool, file_ram: bool) -> Self {
         // Short paths: the sockets live under the state directory.
         let dir = tempfile::Builder::new()
@@ -153,11 +153,13 @@ impl Fixture {
             images.push(img);
         }
         let ram = dir.path().join("ram.img");
-        std::fs::write(
-            &ram,
-            random_bytes(1, usize::try_from(RAM_MIB << 20).expect("fits")),
-        )
-        .expect("ram file");
+        if file_ram {
+            std::fs::write(
+                &ram,
+                random_bytes(1, usize::try_from(RAM_MIB << 20).expect("fits")),
+            )
+            .expect("ram file");
+        }
         let kind = if driver_qemu::launch::kvm_usable() {
             "kvm"
         } else {

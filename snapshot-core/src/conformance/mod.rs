@@ -13,9 +13,12 @@
 //!
 //! Checks panic with a message naming the step, the snapshot and what
 //! differed; each is a separate function so a driver's tests run them as
-//! separate tests.
+//! separate tests. [`matrix`] runs the same kind of checks per operation
+//! and volume state, one cell each, for the integration matrix
+//! (`cargo xtask matrix`).
 
 pub mod backends;
+pub mod matrix;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
