@@ -2,7 +2,9 @@
 //! the btrfs driver on a real, loop-mounted btrfs: reflinked snapshots of
 //! raw files (copy mode) and read-only snapshots of subvolumes (internal
 //! mode), the volume's bytes written and read with plain file I/O. Each
-//! is also a row of the integration matrix (`matrix`).
+//! is also a row of the integration matrix (`matrix`). Both run twice:
+//! with the driver linked in, and built as a plugin loaded through the
+//! plugin ABI.
 
 mod support;
 
@@ -33,11 +35,11 @@ fn read(path: &Path) -> Vec<u8> {
 }
 
 /// Raw files in a btrfs directory, snapshotted by reflink.
-struct FileHarness {
-    driver: BtrfsDriver,
+struct FileHarness<D> {
+    driver: D,
 }
 
-impl Harness for FileHarness {
+impl<D: VolumeDriver> Harness for FileHarness<D> {
     fn driver(&self) -> &dyn VolumeDriver {
         &self.driver
     }
@@ -64,11 +66,11 @@ impl Harness for FileHarness {
 }
 
 /// Subvolumes holding one file, [`DATA`], as their content.
-struct SubvolumeHarness {
-    driver: BtrfsDriver,
+struct SubvolumeHarness<D> {
+    driver: D,
 }
 
-impl Harness for SubvolumeHarness {
+impl<D: VolumeDriver> Harness for SubvolumeHarness<D> {
     fn driver(&self) -> &dyn VolumeDriver {
         &self.driver
     }
@@ -144,4 +146,23 @@ suite!(
         driver: BtrfsDriver::new()
     },
     "btrfs-subvolume"
+);
+
+/// The driver built as a plugin (`plugins/btrfs`, `btrfs-plugin`), loaded
+/// through the plugin ABI: the same checks as linked in.
+fn plugin() -> plugin_abi::host::PluginDriver {
+    let path = plugin_abi::testing::cargo_plugin("virtsnap-plugin-btrfs", "virtsnap_plugin_btrfs");
+    let plugin = plugin_abi::host::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    plugin_abi::host::PluginDriver::open(plugin).unwrap_or_else(|e| panic!("{e}"))
+}
+
+suite!(
+    plugin_file,
+    FileHarness { driver: plugin() },
+    "btrfs-plugin-reflink"
+);
+suite!(
+    plugin_subvolume,
+    SubvolumeHarness { driver: plugin() },
+    "btrfs-plugin-subvolume"
 );

@@ -18,7 +18,7 @@ fn plugin() -> Option<PluginDriver> {
 }
 
 macro_rules! checks {
-    ($harness:expr) => {
+    ($harness:expr, $row:literal) => {
         macro_rules! check {
             ($name:ident) => {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,6 +36,14 @@ macro_rules! checks {
         check!(delete_is_idempotent);
         check!(checksum_detects_damage);
         check!(chain_with_branches);
+
+        /// The integration matrix's row.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn matrix() {
+            let Some(h) = $harness else { return };
+            let dir = tempfile::tempdir().expect("tempdir");
+            conformance::matrix::test(&h, dir.path(), $row).await;
+        }
     };
 }
 
@@ -49,7 +57,7 @@ mod raw {
         })
     }
 
-    checks!(harness());
+    checks!(harness(), "dircopy-plugin-raw");
 }
 
 mod qcow2 {
@@ -65,7 +73,7 @@ mod qcow2 {
         })
     }
 
-    checks!(harness());
+    checks!(harness(), "dircopy-plugin-qcow2");
 }
 
 /// With `root`, the plugin takes the volumes under it and declines the

@@ -28,7 +28,7 @@ fn qemu_plugin() -> PluginDriver {
 }
 
 macro_rules! checks {
-    ($harness:expr) => {
+    ($harness:expr, $row:literal) => {
         macro_rules! check {
             ($name:ident) => {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,6 +46,14 @@ macro_rules! checks {
         check!(delete_is_idempotent);
         check!(checksum_detects_damage);
         check!(chain_with_branches);
+
+        /// The integration matrix's row.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn matrix() {
+            let Some(h) = $harness else { return };
+            let dir = tempfile::tempdir().expect("tempdir");
+            conformance::matrix::test(&h, dir.path(), $row).await;
+        }
     };
 }
 
@@ -59,7 +67,7 @@ mod raw {
         })
     }
 
-    checks!(harness());
+    checks!(harness(), "file-plugin-raw");
 }
 
 mod qcow2 {
@@ -72,7 +80,7 @@ mod qcow2 {
         })
     }
 
-    checks!(harness());
+    checks!(harness(), "file-plugin-qcow2");
 }
 
 mod qemu_internal {
@@ -85,7 +93,7 @@ mod qemu_internal {
         })
     }
 
-    checks!(harness());
+    checks!(harness(), "qemu-plugin-internal");
 }
 
 mod qemu_external {
@@ -98,7 +106,7 @@ mod qemu_external {
         })
     }
 
-    checks!(harness());
+    checks!(harness(), "qemu-plugin-external");
 }
 
 /// The plugin says what it is, and its capabilities are the linked

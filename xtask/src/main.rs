@@ -47,6 +47,10 @@ enum Task {
         /// Also write the table into README.md (between its matrix markers).
         #[arg(long)]
         readme: bool,
+        /// Run nothing: assemble the rows the last run recorded (after
+        /// `cargo xtask test`, say).
+        #[arg(long)]
+        no_run: bool,
     },
     /// Run a benchmark, or all of them when no name is given.
     Bench {
@@ -89,7 +93,7 @@ fn main() -> ExitCode {
             skip_lint,
             runner_args,
         }),
-        Task::Matrix { readme } => matrix::run(readme),
+        Task::Matrix { readme, no_run } => matrix::run(readme, no_run),
         Task::Bench { name, bench_args } => bench::run(name.as_deref(), &bench_args),
         Task::Deps { no_install } => deps::ensure(deps::Install::from_no_install(no_install)),
         Task::Man { out_dir } => man::run(out_dir.as_deref()),
@@ -141,10 +145,19 @@ mod tests {
     #[test]
     fn matrix_takes_readme() {
         let cli = Cli::try_parse_from(["xtask", "matrix", "--readme"]).expect("valid");
-        assert!(matches!(cli.task, Task::Matrix { readme: true }), "{cli:?}");
+        assert!(
+            matches!(
+                cli.task,
+                Task::Matrix {
+                    readme: true,
+                    no_run: false
+                }
+            ),
+            "{cli:?}"
+        );
         let cli = Cli::try_parse_from(["xtask", "matrix"]).expect("valid");
         assert!(
-            matches!(cli.task, Task::Matrix { readme: false }),
+            matches!(cli.task, Task::Matrix { readme: false, .. }),
             "{cli:?}"
         );
     }

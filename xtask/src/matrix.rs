@@ -38,28 +38,56 @@ pub const README_END: &str = "<!-- matrix:end -->";
 pub const EXPECTED_ROWS: &[(&str, &str)] = &[
     ("file-raw", "driver-file tests/conformance.rs raw::matrix"),
     (
+        "file-plugin-raw",
+        "plugin-abi tests/linked_plugins.rs raw::matrix (plugins/file)",
+    ),
+    (
         "file-qcow2",
         "driver-file tests/conformance.rs qcow2::matrix",
+    ),
+    (
+        "file-plugin-qcow2",
+        "plugin-abi tests/linked_plugins.rs qcow2::matrix (plugins/file)",
     ),
     (
         "qemu-internal",
         "driver-qemu tests/conformance.rs internal::matrix",
     ),
     (
+        "qemu-plugin-internal",
+        "plugin-abi tests/linked_plugins.rs qemu_internal::matrix (plugins/qemu)",
+    ),
+    (
         "qemu-external",
         "driver-qemu tests/conformance.rs external::matrix",
+    ),
+    (
+        "qemu-plugin-external",
+        "plugin-abi tests/linked_plugins.rs qemu_external::matrix (plugins/qemu)",
     ),
     (
         "btrfs-reflink",
         "driver-btrfs tests/conformance.rs file::matrix",
     ),
     (
+        "btrfs-plugin-reflink",
+        "driver-btrfs tests/conformance.rs plugin_file::matrix (plugins/btrfs)",
+    ),
+    (
         "btrfs-subvolume",
         "driver-btrfs tests/conformance.rs subvolume::matrix",
     ),
     (
+        "btrfs-plugin-subvolume",
+        "driver-btrfs tests/conformance.rs plugin_subvolume::matrix (plugins/btrfs)",
+    ),
+    (
         "lvm-classic",
         "driver-lvm tests/guest.rs, in the test guest",
+    ),
+    (
+        "lvm-plugin-classic",
+        "driver-lvm tests/guest.rs, in the test guest (plugins/lvm)",
     ),
     ("lvm-thin", "driver-lvm tests/guest.rs, in the test guest"),
     (
@@ -69,6 +97,14 @@ pub const EXPECTED_ROWS: &[(&str, &str)] = &[
     (
         "qemu-qmp-external",
         "driver-qemu tests/matrix_qmp.rs, a running QEMU",
+    ),
+    (
+        "dircopy-plugin-raw",
+        "plugin-abi tests/c_plugin.rs raw::matrix (the C example plugin)",
+    ),
+    (
+        "dircopy-plugin-qcow2",
+        "plugin-abi tests/c_plugin.rs qcow2::matrix (the C example plugin)",
     ),
 ];
 
@@ -101,8 +137,13 @@ pub fn fresh_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
-/// `cargo xtask matrix [--readme]`.
-pub fn run(readme: bool) -> Result<()> {
+/// `cargo xtask matrix [--readme] [--no-run]`: with `no_run`, the rows
+/// the last run recorded (`cargo xtask test`'s or this command's) are
+/// assembled again, nothing is run.
+pub fn run(readme: bool, no_run: bool) -> Result<()> {
+    if no_run {
+        return assemble_and_check(&rows_dir(), true, readme);
+    }
     // The LVM rows run in the test guest (cached after its first build).
     testvm::ensure_built()?;
     let dir = rows_dir();
