@@ -286,10 +286,9 @@ impl PluginDriver {
                 operation: operation.to_string(),
                 volume: volume.path.display().to_string(),
                 reason: message,
-                hint: format!(
-                    "see what it takes with `virtsnap plugin-list --volume {}`",
-                    volume.path.display()
-                ),
+                // The volume is named already (and the matrix's notes
+                // must not change with temporary paths).
+                hint: "`virtsnap plugin-list --volume VOLUME` shows what it takes".to_string(),
             },
             abi::E_NOT_FOUND => DriverError::NotFound { what: message },
             abi::E_EXISTS => DriverError::Exists { what: message },
