@@ -13,6 +13,17 @@ use anyhow::{Context as _, Result};
 
 use crate::{cmd, deps, lint, matrix, testvm};
 
+/// What the tests build with `plugin_abi::testing` (`cargo build -p
+/// PACKAGE [--bin BIN]`), built before them.
+const PREBUILT: &[(&str, &str)] = &[
+    ("virtsnap-plugin-file", ""),
+    ("virtsnap-plugin-qemu", ""),
+    ("virtsnap-plugin-btrfs", ""),
+    ("virtsnap-plugin-lvm", ""),
+    ("virtsnap-plugin-test-faults", ""),
+    ("virtsnap", "--bin virtsnap"),
+];
+
 /// Environment variable that makes tests fail, instead of skip, when the
 /// backend they need (a system tool, a device) is missing.
 pub const REQUIRE_BACKENDS: &str = "VIRTSNAP_REQUIRE_BACKENDS";
@@ -65,6 +76,21 @@ fn run_steps(options: &Options, steps: &mut Steps) -> Result<()> {
     // The guest tests (LVM, qemu-guest-agent) need it; with backends
     // required they fail without it. Cached: instant after the first build.
     steps.run("testvm", || testvm::ensure_built().map(drop))?;
+
+    // The plugin tests load the workspace's plugins and run the virtsnap
+    // binary, which they build themselves (cargo cannot hand a test a
+    // cdylib). Built here, with the very commands the tests run, their
+    // builds are no-ops instead of compiles competing with the guests.
+    steps.run("plugins", || {
+        for (package, target) in PREBUILT {
+            cmd::announce(&format!("plugins: cargo build -p {package} {target}"));
+            let mut command = cmd::cargo();
+            command.args(["build", "--quiet", "-p", package]);
+            command.args(target.split_whitespace());
+            cmd::run(&mut command)?;
+        }
+        Ok(())
+    })?;
 
     // The matrix's tests record their rows during the one test run.
     let rows = matrix::rows_dir();
