@@ -63,6 +63,14 @@ pub fn cargo_plugin(package: &str, lib: &str) -> PathBuf {
     path
 }
 
+/// [`cargo_plugin`] in the release profile (for benchmarks).
+pub fn cargo_plugin_release(package: &str, lib: &str) -> PathBuf {
+    let debug = cargo_build(&["--release", "-p", package]);
+    let path = debug.with_file_name("release").join(format!("lib{lib}.so"));
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
 /// Builds the workspace binary `bin` of `package` and returns its path.
 pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
     cargo_build(&["-p", package, "--bin", bin]).join(bin)

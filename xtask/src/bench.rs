@@ -55,6 +55,13 @@ pub const BENCHES: &[Bench] = &[
         about: "btrfs driver create/revert/delete of a 1 GiB file and a 10 000-file subvolume \
                 against cp --reflink, rm and btrfs subvolume snapshot/delete",
     },
+    Bench {
+        name: "plugin",
+        package: "plugin-abi",
+        target: "plugin",
+        about: "the plugin ABI's cost: driver-file linked, as a plugin, the C example plugin \
+                and cp/rm doing the same copies, and one call's fixed cost",
+    },
 ];
 
 /// Runs the benchmark called `name`, or all of them, forwarding `args` to
