@@ -5,7 +5,7 @@
 //! also a row of the integration matrix (`matrix`).
 
 use driver_qemu::QemuDriver;
-use snapshot_core::conformance::{self, backends};
+use snapshot_core::conformance::backends;
 use snapshot_core::driver::SnapshotMode;
 
 /// The harness, or `None` when the qemu tools are missing and backends
@@ -22,31 +22,7 @@ macro_rules! suite {
         mod $module {
             use super::*;
 
-            macro_rules! check {
-                ($name:ident) => {
-                    #[tokio::test]
-                    async fn $name() {
-                        let Some(h) = harness($mode) else { return };
-                        let dir = tempfile::tempdir().expect("tempdir");
-                        conformance::$name(&h, dir.path()).await;
-                    }
-                };
-            }
-
-            check!(create_revert_delete);
-            check!(existing_is_refused);
-            check!(undo_restores);
-            check!(delete_is_idempotent);
-            check!(checksum_detects_damage);
-            check!(chain_with_branches);
-
-            /// The integration matrix's row.
-            #[tokio::test]
-            async fn matrix() {
-                let Some(h) = harness($mode) else { return };
-                let dir = tempfile::tempdir().expect("tempdir");
-                conformance::matrix::test(&h, dir.path(), $row).await;
-            }
+            snapshot_core::conformance_tests!(harness($mode), $row);
         }
     };
 }

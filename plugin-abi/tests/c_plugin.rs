@@ -9,42 +9,12 @@ mod support;
 use std::sync::Arc;
 
 use plugin_abi::host::PluginDriver;
+use snapshot_core::conformance::Harness;
 use snapshot_core::conformance::backends::{self, Qcow2Harness, RawHarness};
-use snapshot_core::conformance::{self, Harness};
 use snapshot_core::driver::{SnapshotMode, VolumeDriver, VolumeState};
 
 fn plugin() -> Option<PluginDriver> {
     support::dircopy().map(|p| support::driver(&p))
-}
-
-macro_rules! checks {
-    ($harness:expr, $row:literal) => {
-        macro_rules! check {
-            ($name:ident) => {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(h) = $harness else { return };
-                    let dir = tempfile::tempdir().expect("tempdir");
-                    conformance::$name(&h, dir.path()).await;
-                }
-            };
-        }
-
-        check!(create_revert_delete);
-        check!(existing_is_refused);
-        check!(undo_restores);
-        check!(delete_is_idempotent);
-        check!(checksum_detects_damage);
-        check!(chain_with_branches);
-
-        /// The integration matrix's row.
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn matrix() {
-            let Some(h) = $harness else { return };
-            let dir = tempfile::tempdir().expect("tempdir");
-            conformance::matrix::test(&h, dir.path(), $row).await;
-        }
-    };
 }
 
 mod raw {
@@ -57,7 +27,7 @@ mod raw {
         })
     }
 
-    checks!(harness(), "dircopy-plugin-raw");
+    snapshot_core::conformance_tests!(harness(), "dircopy-plugin-raw");
 }
 
 mod qcow2 {
@@ -73,7 +43,7 @@ mod qcow2 {
         })
     }
 
-    checks!(harness(), "dircopy-plugin-qcow2");
+    snapshot_core::conformance_tests!(harness(), "dircopy-plugin-qcow2");
 }
 
 /// With `root`, the plugin takes the volumes under it and declines the

@@ -9,8 +9,8 @@
 mod support;
 
 use plugin_abi::host::PluginDriver;
+use snapshot_core::conformance::Harness;
 use snapshot_core::conformance::backends::{self, Qcow2Harness, RawHarness};
-use snapshot_core::conformance::{self, Harness};
 use snapshot_core::driver::SnapshotMode;
 
 fn plugin() -> PluginDriver {
@@ -27,36 +27,6 @@ fn qemu_plugin() -> PluginDriver {
     ))
 }
 
-macro_rules! checks {
-    ($harness:expr, $row:literal) => {
-        macro_rules! check {
-            ($name:ident) => {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(h) = $harness else { return };
-                    let dir = tempfile::tempdir().expect("tempdir");
-                    conformance::$name(&h, dir.path()).await;
-                }
-            };
-        }
-
-        check!(create_revert_delete);
-        check!(existing_is_refused);
-        check!(undo_restores);
-        check!(delete_is_idempotent);
-        check!(checksum_detects_damage);
-        check!(chain_with_branches);
-
-        /// The integration matrix's row.
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn matrix() {
-            let Some(h) = $harness else { return };
-            let dir = tempfile::tempdir().expect("tempdir");
-            conformance::matrix::test(&h, dir.path(), $row).await;
-        }
-    };
-}
-
 mod raw {
     use super::*;
 
@@ -67,7 +37,7 @@ mod raw {
         })
     }
 
-    checks!(harness(), "file-plugin-raw");
+    snapshot_core::conformance_tests!(harness(), "file-plugin-raw");
 }
 
 mod qcow2 {
@@ -80,7 +50,7 @@ mod qcow2 {
         })
     }
 
-    checks!(harness(), "file-plugin-qcow2");
+    snapshot_core::conformance_tests!(harness(), "file-plugin-qcow2");
 }
 
 mod qemu_internal {
@@ -93,7 +63,7 @@ mod qemu_internal {
         })
     }
 
-    checks!(harness(), "qemu-plugin-internal");
+    snapshot_core::conformance_tests!(harness(), "qemu-plugin-internal");
 }
 
 mod qemu_external {
@@ -106,7 +76,7 @@ mod qemu_external {
         })
     }
 
-    checks!(harness(), "qemu-plugin-external");
+    snapshot_core::conformance_tests!(harness(), "qemu-plugin-external");
 }
 
 /// The plugin says what it is, and its capabilities are the linked

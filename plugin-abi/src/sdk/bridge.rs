@@ -191,7 +191,7 @@ fn error(e: &DriverError) -> Error {
 /// [`export_plugin!`](crate::export_plugin). The thread model is
 /// serialize-instance (each instance runs its driver on its own runtime).
 ///
-/// ```ignore
+/// ```text
 /// plugin_abi::export_linked_driver!(driver_file::FileDriver, c"file-plugin", c"0.1.0",
 ///     c"full copies of any file", driver_file::FileDriver::new());
 /// ```

@@ -60,6 +60,47 @@ pub trait Harness: Send + Sync {
     }
 }
 
+/// Defines, in the calling test file, one test per conformance check
+/// (named after it) and `matrix`, which records the integration matrix's
+/// row `$row` ([`matrix::test`]). Each runs on the harness `$harness`
+/// evaluates to (an `Option`: `None` skips, after the harness said why)
+/// and a fresh temporary directory. The caller needs `tokio` and
+/// `tempfile` as dev-dependencies.
+///
+/// ```text
+/// mod raw {
+///     fn harness() -> Option<RawHarness<FileDriver>> { ... }
+///     snapshot_core::conformance_tests!(harness(), "file-raw");
+/// }
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($harness:expr, $row:literal) => {
+        $crate::conformance_tests!(@check $harness, create_revert_delete);
+        $crate::conformance_tests!(@check $harness, existing_is_refused);
+        $crate::conformance_tests!(@check $harness, undo_restores);
+        $crate::conformance_tests!(@check $harness, delete_is_idempotent);
+        $crate::conformance_tests!(@check $harness, checksum_detects_damage);
+        $crate::conformance_tests!(@check $harness, chain_with_branches);
+
+        /// The integration matrix's row.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn matrix() {
+            let Some(h) = $harness else { return };
+            let dir = tempfile::tempdir().expect("tempdir");
+            $crate::conformance::matrix::test(&h, dir.path(), $row).await;
+        }
+    };
+    (@check $harness:expr, $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let Some(h) = $harness else { return };
+            let dir = tempfile::tempdir().expect("tempdir");
+            $crate::conformance::$name(&h, dir.path()).await;
+        }
+    };
+}
+
 /// The suite's view of one volume and its snapshots.
 struct Session<'a> {
     h: &'a dyn Harness,
