@@ -23,11 +23,11 @@ mod domain_support;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use domain_support::btrfs::{Btrfs, exclusive_bytes};
 use domain_support::{Fault, Faulty, Fixture, MIB, cli_drivers};
 use driver_qemu::qcow2;
 use snapshot_conf::{CookieDisk, VirtsnapCookie};
 use snapshot_core::conformance::backends;
+use snapshot_core::conformance::backends::{Btrfs, btrfs_exclusive_bytes as exclusive_bytes};
 use snapshot_core::domain_api::{Created, DomainApi, DomainApiError};
 use snapshot_core::exec::{ExecError, Undone};
 use snapshot_core::plan::{CreateFlags, DiskAction, Performer, Plan, RevertFlags, Step};

@@ -1,94 +1,10 @@
-//! A scratch btrfs for the tests: an image file formatted with
-//! `mkfs.btrfs` and loop-mounted on a temporary directory, unmounted
-//! when dropped (also when the test panics). Where the machine cannot
-//! make one (not root, no btrfs-progs, no loop devices) the tests print
-//! `SKIP` with the reason, or fail when `VIRTSNAP_REQUIRE_BACKENDS` is
-//! set.
+//! The tests' scratch btrfs (`snapshot_core::conformance::backends::Btrfs`,
+//! shared with the other crates' tests) and a `btrfs` runner.
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
-
 use snapshot_core::conformance::backends;
-
-/// A loop-mounted btrfs (see the module comment).
-#[derive(Debug)]
-pub struct Btrfs {
-    mount: PathBuf,
-    /// Holds the image and the mount point; removed after the unmount.
-    _dir: tempfile::TempDir,
-}
-
-impl Btrfs {
-    /// A btrfs of `size` (`300M`, sparse on the host), or `None` after a
-    /// skip.
-    ///
-    /// # Panics
-    /// It cannot be made and backends are required.
-    pub fn new_or_skip(size: &str) -> Option<Self> {
-        match Self::new(size) {
-            Ok(fs) => Some(fs),
-            Err(reason) => {
-                let _ = backends::skip(&format!("a loop-mounted btrfs is needed: {reason}"));
-                None
-            }
-        }
-    }
-
-    fn new(size: &str) -> Result<Self, String> {
-        let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
-        let image = dir.path().join("btrfs.img");
-        let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).map_err(|e| format!("mkdir: {e}"))?;
-        run("truncate", &["-s", size, path(&image)])?;
-        run("mkfs.btrfs", &["-q", path(&image)])?;
-        run("mount", &["-o", "loop", path(&image), path(&mount)])?;
-        Ok(Self { mount, _dir: dir })
-    }
-
-    /// Where it is mounted.
-    pub fn path(&self) -> &Path {
-        &self.mount
-    }
-}
-
-impl Drop for Btrfs {
-    fn drop(&mut self) {
-        // A process that just closed a file can keep the mount busy for a
-        // moment; as a last resort detach it lazily.
-        for _ in 0..20 {
-            if run("umount", &[path(&self.mount)]).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = run("umount", &["-l", path(&self.mount)]);
-    }
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 test path")
-}
-
-/// Runs a command to success.
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program} cannot run ({e}); install btrfs-progs and run as root"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
+pub use snapshot_core::conformance::backends::Btrfs;
 
 /// Runs `btrfs` with `args` and returns its stdout.
 ///

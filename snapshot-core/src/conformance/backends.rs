@@ -1,7 +1,8 @@
 //! What the drivers' tests share to reach real backends: finding the
 //! tools (and failing, not skipping, when `VIRTSNAP_REQUIRE_BACKENDS` is
 //! set), running them, qcow2 images made, written and read with
-//! `qemu-img` and `qemu-io`, [`Harness`]es for qcow2 and raw volumes, and a small
+//! `qemu-img` and `qemu-io`, [`Harness`]es for qcow2 and raw volumes, a
+//! loop-mounted scratch btrfs ([`Btrfs`]), and a small
 //! tmpfs for filling a filesystem.
 
 use std::path::{Path, PathBuf};
@@ -228,4 +229,105 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
     }
+}
+
+/// A scratch btrfs: an image file formatted with `mkfs.btrfs` and
+/// loop-mounted on a temporary directory, unmounted when dropped (also
+/// when the test panics). Where the machine cannot make one (not root, no
+/// btrfs-progs, no loop devices) [`Btrfs::new_or_skip`] skips with the
+/// reason, or fails when backends are required.
+#[derive(Debug)]
+pub struct Btrfs {
+    mount: PathBuf,
+    /// Holds the image and the mount point; removed after the unmount.
+    _dir: tempfile::TempDir,
+}
+
+impl Btrfs {
+    /// A btrfs of `size` (`300M`, sparse on the host), or `None` after a
+    /// skip.
+    ///
+    /// # Panics
+    /// It cannot be made and backends are required.
+    #[must_use]
+    pub fn new_or_skip(size: &str) -> Option<Self> {
+        match Self::new(size) {
+            Ok(fs) => Some(fs),
+            Err(reason) => {
+                let _ = skip(&format!("a loop-mounted btrfs is needed: {reason}"));
+                None
+            }
+        }
+    }
+
+    fn new(size: &str) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+        let image = dir.path().join("btrfs.img");
+        let mount = dir.path().join("mnt");
+        std::fs::create_dir(&mount).map_err(|e| format!("mkdir: {e}"))?;
+        try_run("truncate", &["-s", size, utf8(&image)])?;
+        try_run("mkfs.btrfs", &["-q", utf8(&image)])?;
+        try_run("mount", &["-o", "loop", utf8(&image), utf8(&mount)])?;
+        Ok(Self { mount, _dir: dir })
+    }
+
+    /// Where it is mounted.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.mount
+    }
+}
+
+impl Drop for Btrfs {
+    fn drop(&mut self) {
+        // A process that just closed a file can keep the mount busy for a
+        // moment; as a last resort detach it lazily.
+        for _ in 0..20 {
+            if try_run("umount", &[utf8(&self.mount)]).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = try_run("umount", &["-l", utf8(&self.mount)]);
+    }
+}
+
+/// Runs a command to success, or says why not and what to do.
+fn try_run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program} cannot run ({e}); install btrfs-progs and run as root"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The bytes of `file` (on btrfs) that no other file shares, as `btrfs
+/// filesystem du` counts them: 0 for a reflinked copy of an unchanged
+/// file.
+///
+/// # Panics
+/// `btrfs` fails or prints something else.
+#[must_use]
+pub fn btrfs_exclusive_bytes(file: &Path) -> u64 {
+    let out = run("btrfs", &["filesystem", "du", "-s", "--raw", utf8(file)]);
+    // "Total Exclusive Set-shared Filename" heading, then one row.
+    let row = out.lines().nth(1).unwrap_or_else(|| {
+        panic!(
+            "btrfs filesystem du printed no row for {}: {out}",
+            file.display()
+        )
+    });
+    row.split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exclusive byte count in {row:?}"))
 }

@@ -1,11 +1,10 @@
 //! Shared fixture of the domain snapshot tests: a state directory with
 //! domain `vm` and its three disks on real images, and what the tests
-//! read back (sources, contents hashed, internal snapshots, files); a
-//! loop-mounted btrfs ([`btrfs`]) for disks the btrfs driver takes.
+//! read back (sources, contents hashed, internal snapshots, files). A
+//! loop-mounted btrfs for disks the btrfs driver takes is snapshot-core's
+//! test backend (`conformance::backends::Btrfs`).
 
 #![allow(dead_code)]
-
-pub mod btrfs;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
