@@ -42,6 +42,9 @@ const GUEST_MATRIX_DIR: &str = "/tmp/vs-matrix";
 const ROW_LINE: &str = "VIRTSNAP-MATRIX-ROW ";
 /// The matrix rows of the guest tests.
 const MATRIX_ROWS: [&str; 3] = ["lvm-classic", "lvm-thin", "lvm-plugin-classic"];
+/// How long the in-guest tests may take in all: about 14 min under TCG
+/// on a loaded 2-core machine (a CI run went past the former 15 min).
+const GUEST_RUN_TIMEOUT: Duration = Duration::from_secs(1800);
 /// The driver built as a plugin, carried in on the payload disk.
 const GUEST_PLUGIN: &str = "/payload/libvirtsnap_plugin_lvm.so";
 
@@ -81,7 +84,7 @@ fn lvm_inside_the_test_guest() {
                  /payload/guest-tests --ignored --test-threads=1 '{filter}' 2>&1",
                 matrix = matrix::DIR_ENV,
             ),
-            Duration::from_secs(900),
+            GUEST_RUN_TIMEOUT,
         )
         .unwrap_or_else(|e| panic!("{e}"));
     eprintln!("{}", out.stdout);
