@@ -86,6 +86,22 @@ impl Volume {
         }
     }
 
+    /// The protocol of a network volume: `rbd` for `rbd:pool/image`.
+    /// A network volume is named `PROTOCOL:NAME[:OPTION=VALUE...]` (QEMU's
+    /// and libvirt's legacy names, `rbd:pool/image:conf=/etc/ceph/ceph.conf`)
+    /// instead of by an absolute path; only drivers that declare the
+    /// protocol handle it ([`VolumeDriver::handles`]).
+    #[must_use]
+    pub fn network_protocol(&self) -> Option<&str> {
+        network_protocol(self.path.to_str()?)
+    }
+
+    /// Whether it is a network volume (see [`Volume::network_protocol`]).
+    #[must_use]
+    pub fn is_network(&self) -> bool {
+        self.network_protocol().is_some()
+    }
+
     /// Its file name, for messages and derived names.
     #[must_use]
     pub fn file_name(&self) -> String {
@@ -94,6 +110,19 @@ impl Volume {
             |n| n.to_string_lossy().into_owned(),
         )
     }
+}
+
+/// The protocol of `name` when it names a network volume
+/// (`PROTOCOL:NAME...`, the protocol lowercase ASCII letters and digits
+/// starting with a letter, and not an absolute path), else `None`.
+#[must_use]
+pub fn network_protocol(name: &str) -> Option<&str> {
+    let (protocol, rest) = name.split_once(':')?;
+    let mut chars = protocol.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && !rest.is_empty();
+    valid.then_some(protocol)
 }
 
 /// How a snapshot is kept.
@@ -341,6 +370,29 @@ pub struct ChainInfo {
     pub size: u64,
 }
 
+/// What an incremental export wrote ([`VolumeDriver::export_diff`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedDiff {
+    /// Bytes of the file written.
+    pub file_bytes: u64,
+    /// Bytes of volume data that changed between the two snapshots (the
+    /// data records in the file).
+    pub changed_bytes: u64,
+}
+
+/// What an import applied ([`VolumeDriver::import_diff`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedDiff {
+    /// The snapshot the import created on the volume (the export's end
+    /// snapshot).
+    pub snapshot: String,
+    /// The snapshot the diff starts from, which the volume had to hold;
+    /// `None` for a diff from the beginning.
+    pub from: Option<String>,
+    /// The volume's size after the import.
+    pub size: u64,
+}
+
 /// Progress of a long operation (copies, commits): bytes done of total.
 pub type Progress = dyn Fn(u64, u64) + Send + Sync;
 
@@ -499,6 +551,14 @@ pub trait VolumeDriver: Send + Sync {
     /// Its kind (`file`, `qemu`, `lvm`, `btrfs`, a plugin's name).
     fn kind(&self) -> &'static str;
 
+    /// Whether it may be asked about `volume` at all. By default a driver
+    /// handles local volumes (paths) and no network volume; a driver for
+    /// a network protocol (a plugin) says which it takes. Callers skip a
+    /// driver that does not handle a volume.
+    fn handles(&self, volume: &Volume) -> bool {
+        !volume.is_network()
+    }
+
     /// What it can do with `volume` in `state`.
     ///
     /// # Errors
@@ -564,6 +624,56 @@ pub trait VolumeDriver: Send + Sync {
     /// # Errors
     /// A tool or I/O failure.
     async fn undo(&self, volume: &Volume, created: &CreatedSnapshot) -> Result<(), DriverError>;
+
+    /// Writes the changes between `from` (or the volume's beginning) and
+    /// `snapshot` to a new file `file` (refused when it exists), in a
+    /// format [`VolumeDriver::import_diff`] replays on another volume: the
+    /// incremental export that replicates a volume's history (RBD's
+    /// `export-diff`). On error no file is left behind.
+    ///
+    /// # Errors
+    /// Unsupported (the default), NotFound, Exists, a storage or I/O
+    /// failure.
+    async fn export_diff(
+        &self,
+        volume: &Volume,
+        snapshot: &SnapshotRef,
+        from: Option<&SnapshotRef>,
+        file: &Path,
+        progress: Option<&Progress>,
+    ) -> Result<ExportedDiff, DriverError> {
+        let _ = (snapshot, from, file, progress);
+        Err(DriverError::Unsupported {
+            driver: self.kind(),
+            operation: "export the changes between two snapshots".into(),
+            volume: volume.path.display().to_string(),
+            reason: "this driver has no incremental export".into(),
+            hint: "copy the volume whole (a copy snapshot) instead".into(),
+        })
+    }
+
+    /// Replays a file written by [`VolumeDriver::export_diff`] on
+    /// `volume`, which must hold the diff's start snapshot (none for a
+    /// diff from the beginning), and creates its end snapshot there.
+    ///
+    /// # Errors
+    /// Unsupported (the default), the start snapshot missing, the end
+    /// snapshot existing, a malformed file, a storage or I/O failure.
+    async fn import_diff(
+        &self,
+        volume: &Volume,
+        file: &Path,
+        progress: Option<&Progress>,
+    ) -> Result<ImportedDiff, DriverError> {
+        let _ = (file, progress);
+        Err(DriverError::Unsupported {
+            driver: self.kind(),
+            operation: "import an incremental export".into(),
+            volume: volume.path.display().to_string(),
+            reason: "this driver has no incremental import".into(),
+            hint: "import it into a volume of the driver that exported it".into(),
+        })
+    }
 
     /// Puts a new, empty overlay at `overlay` on top of `base`, which
     /// stays as it is (its read-only backing from now on): the external
@@ -649,5 +759,27 @@ pub trait VolumeDriver: Send + Sync {
             reason: "this driver has no image chains".into(),
             hint: "delete the snapshot's metadata only (--metadata)".into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_names_are_told_from_paths() {
+        assert_eq!(network_protocol("rbd:pool/image"), Some("rbd"));
+        assert_eq!(
+            network_protocol("rbd:pool/ns/image:conf=/etc/ceph/ceph.conf:id=admin"),
+            Some("rbd")
+        );
+        assert_eq!(network_protocol("/var/lib/images/a:b.qcow2"), None);
+        assert_eq!(network_protocol("images/a.qcow2"), None);
+        assert_eq!(network_protocol("rbd:"), None);
+        assert_eq!(network_protocol("RBD:pool/image"), None);
+        assert_eq!(network_protocol("1rbd:pool/image"), None);
+        let v = Volume::new("rbd:pool/image", VolumeFormat::Raw);
+        assert!(v.is_network());
+        assert!(!Volume::new("/a/b", VolumeFormat::Raw).is_network());
     }
 }
