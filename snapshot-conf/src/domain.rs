@@ -319,6 +319,31 @@ mod tests {
         assert_eq!(rbd.source.protocol.as_deref(), Some("rbd"));
         assert_eq!(rbd.source.hosts[0].name.as_deref(), Some("mon1"));
         assert!(rbd.shareable);
+        assert_eq!(
+            rbd.source.volume_name().as_deref(),
+            Some("rbd:pool/img:mon_host=mon1\\:6789")
+        );
+        assert_eq!(vda.source.volume_name().as_deref(), Some("/img/top.qcow2"));
+    }
+
+    #[test]
+    fn test_rbd_disk_volume_name_carries_hosts_user_and_conf() {
+        let xml = "<domain><name>d</name><devices><disk type='network'>
+            <source protocol='rbd' name='pool/ns/img'>
+              <host name='10.0.0.1' port='3300'/><host name='10.0.0.2'/>
+              <auth username='virt'><secret type='ceph' usage='client.virt'/></auth>
+              <config file='/etc/ceph/c=1.conf'/>
+            </source><target dev='vda'/></disk>
+            <disk type='network'><source protocol='rbd'/><target dev='vdb'/></disk>
+            </devices></domain>";
+        let d = Domain::parse(xml).expect("valid domain");
+        assert_eq!(
+            d.def.disks[0].source.volume_name().as_deref(),
+            Some(
+                "rbd:pool/ns/img:mon_host=10.0.0.1\\:3300\\;10.0.0.2:id=virt:conf=/etc/ceph/c\\=1.conf"
+            )
+        );
+        assert_eq!(d.def.disks[1].source.volume_name(), None);
     }
 
     #[test]

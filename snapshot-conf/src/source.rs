@@ -240,6 +240,69 @@ impl DiskSource {
         }
     }
 
+    /// The name a storage driver knows a network source by, the way QEMU
+    /// names it on its command line: `PROTOCOL:NAME`, then the cluster
+    /// options the source carries, each `:KEY=VALUE` with `:`, `;`, `=`
+    /// and `\\` escaped by a backslash: `mon_host=` the `<host>`s
+    /// (`name:port`, `;`-separated), `id=` the `<auth username=...>`,
+    /// `conf=` the `<config file=...>`. `rbd:pool/image` for a bare
+    /// `<source protocol='rbd' name='pool/image'/>`. `None` for a local
+    /// source, or a network one without a protocol or name. Secrets
+    /// (`<auth><secret .../>`) are libvirt's and stay out: the driver
+    /// reads keys from the cluster's configuration and keyrings.
+    #[must_use]
+    pub fn network_volume_name(&self) -> Option<String> {
+        if self.kind != SourceKind::Network {
+            return None;
+        }
+        let protocol = self.protocol.as_deref()?;
+        let name = self.path.as_deref().filter(|n| !n.is_empty())?;
+        let mut out = format!("{protocol}:{name}");
+        let hosts: Vec<String> = self
+            .hosts
+            .iter()
+            .filter_map(|h| {
+                let name = h.name.as_deref()?;
+                Some(match &h.port {
+                    Some(port) => format!("{name}:{port}"),
+                    None => name.to_string(),
+                })
+            })
+            .collect();
+        if !hosts.is_empty() {
+            out.push_str(":mon_host=");
+            out.push_str(&escape_option(&hosts.join(";")));
+        }
+        let child_attr = |element: &str, attribute: &str| -> Option<String> {
+            self.children
+                .iter()
+                .filter(|c| c.name() == element)
+                .find_map(|c| {
+                    let xml = c.to_xml(false);
+                    let doc = roxmltree::Document::parse(&xml).ok()?;
+                    doc.root_element().attribute(attribute).map(str::to_string)
+                })
+        };
+        if let Some(user) = child_attr("auth", "username") {
+            out.push_str(":id=");
+            out.push_str(&escape_option(&user));
+        }
+        if let Some(conf) = child_attr("config", "file") {
+            out.push_str(":conf=");
+            out.push_str(&escape_option(&conf));
+        }
+        Some(out)
+    }
+
+    /// What a storage driver is handed for this source: the local path,
+    /// or the network volume's name ([`DiskSource::network_volume_name`]).
+    #[must_use]
+    pub fn volume_name(&self) -> Option<String> {
+        self.local_path()
+            .map(str::to_string)
+            .or_else(|| self.network_volume_name())
+    }
+
     /// The attribute holding the path for this kind.
     fn path_attribute(kind: SourceKind) -> Option<&'static str> {
         match kind {
@@ -484,6 +547,19 @@ fn snapshot_source_rules(kind: SourceKind) -> SourceRules {
             ],
         ),
     }
+}
+
+/// `value` with `\\`, `:`, `;` and `=` escaped by a backslash, as QEMU's
+/// legacy `rbd:` file names escape option values.
+fn escape_option(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, '\\' | ':' | ';' | '=') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// libvirt's network disk protocols (`diskSourceNetworkProtocol*`).

@@ -237,7 +237,7 @@ impl DomainApi {
                 .as_ref()
                 .and_then(|l| l.disks.get(&d.target).copied())
                 .unwrap_or_default();
-            let Some(path) = d.source.local_path() else {
+            let Some(path) = d.source.volume_name() else {
                 disks.push(DiskFacts {
                     live: live_caps,
                     block_job,
@@ -245,22 +245,30 @@ impl DomainApi {
                 });
                 continue;
             };
-            let meta = std::fs::metadata(path);
-            if meta.is_err() {
+            // A network image (`rbd:pool/image`) is the driver's to find.
+            let network = d.source.local_path().is_none();
+            let meta = std::fs::metadata(&path);
+            if meta.is_err() && !network {
                 return Err(DomainApiError::MissingImage {
                     domain: name.clone(),
                     disk: d.target.clone(),
-                    path: path.to_string(),
+                    path,
                 });
             }
             let format = d.driver_type.as_deref().map_or_else(
-                || exec::sniff_format(Path::new(path)),
+                || {
+                    if network {
+                        crate::driver::VolumeFormat::Raw
+                    } else {
+                        exec::sniff_format(Path::new(&path))
+                    }
+                },
                 crate::driver::VolumeFormat::from_name,
             );
-            let volume = crate::driver::Volume::new(path, format);
+            let volume = crate::driver::Volume::new(&path, format);
             let mut offline = Vec::new();
             let mut in_use = Vec::new();
-            for driver in &self.drivers {
+            for driver in self.drivers.iter().filter(|d| d.handles(&volume)) {
                 if let Ok(caps) = driver.capabilities(&volume, VolumeState::Offline).await
                     && caps != Capabilities::default()
                 {
@@ -418,8 +426,8 @@ impl DomainApi {
             .iter()
             .filter_map(|sd| {
                 let mode = sd.mode?;
-                let image = d.def.disk_by_target(&sd.name)?.source.local_path()?;
-                Some((sd.name.clone(), image.to_string(), mode))
+                let image = d.def.disk_by_target(&sd.name)?.source.volume_name()?;
+                Some((sd.name.clone(), image, mode))
             })
             .collect()
     }

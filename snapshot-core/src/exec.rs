@@ -349,10 +349,16 @@ fn volume_of(domain: &Domain, disk: &str, image: &str) -> Volume {
     let format = domain
         .def
         .disk_by_target(disk)
-        .filter(|d| d.source.local_path() == Some(image))
+        .filter(|d| d.source.volume_name().as_deref() == Some(image))
         .and_then(|d| d.driver_type.clone())
         .map_or_else(
-            || sniff_format(Path::new(image)),
+            || {
+                if crate::driver::network_protocol(image).is_some() {
+                    VolumeFormat::Raw
+                } else {
+                    sniff_format(Path::new(image))
+                }
+            },
             |t| VolumeFormat::from_name(&t),
         );
     Volume::new(image, format)

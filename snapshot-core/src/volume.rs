@@ -232,6 +232,20 @@ impl VolumeApi {
     /// # Errors
     /// [`VolumeError::NoVolume`], or the file cannot be read.
     pub fn volume(&self, path: &Path, format: Option<VolumeFormat>) -> Result<Volume, VolumeError> {
+        if let Some(name) = path.to_str()
+            && let Some(protocol) = crate::driver::network_protocol(name)
+        {
+            // A network volume (`rbd:pool/image`): only a driver for its
+            // protocol can tell whether it exists, when it is asked.
+            let volume = Volume::new(name, format.unwrap_or(VolumeFormat::Raw));
+            if !self.drivers.iter().any(|d| d.handles(&volume)) {
+                return Err(VolumeError::Invalid(format!(
+                    "no driver handles {protocol} volumes such as {name}; install the plugin \
+                     for {protocol} (see `virtsnap plugin-list`) or give a file path"
+                )));
+            }
+            return Ok(volume);
+        }
         let absolute = std::path::absolute(path).map_err(|_| VolumeError::NoVolume {
             path: path.to_path_buf(),
         })?;
@@ -294,7 +308,7 @@ impl VolumeApi {
     ) -> Result<(Arc<dyn VolumeDriver>, Capabilities), VolumeError> {
         let mut refusals = Vec::new();
         for driver in &self.drivers {
-            if named.is_some_and(|n| n != driver.kind()) {
+            if named.is_some_and(|n| n != driver.kind()) || !driver.handles(volume) {
                 continue;
             }
             let caps = driver.capabilities(volume, VolumeState::Offline).await?;
@@ -335,7 +349,7 @@ impl VolumeApi {
         named: Option<&str>,
     ) -> Result<SnapshotMode, VolumeError> {
         for driver in &self.drivers {
-            if named.is_some_and(|n| n != driver.kind()) {
+            if named.is_some_and(|n| n != driver.kind()) || !driver.handles(volume) {
                 continue;
             }
             let caps = driver.capabilities(volume, VolumeState::Offline).await?;
@@ -526,6 +540,177 @@ impl VolumeApi {
         Ok(def)
     }
 
+    /// Writes the changes between snapshot `from` (or the volume's
+    /// beginning) and snapshot `name` to the new file `file`, through the
+    /// driver that took `name` (RBD's `export-diff`): replayed with
+    /// [`VolumeApi::snapshot_import`] on another volume, it reproduces
+    /// `name` there. Only reads the volume.
+    ///
+    /// # Errors
+    /// An unknown snapshot, snapshots of two drivers, an existing file,
+    /// the driver's refusal (no incremental export) or failure.
+    pub async fn snapshot_export(
+        &self,
+        volume: &Volume,
+        name: &str,
+        from: Option<&str>,
+        file: &Path,
+        progress: Option<&Progress>,
+    ) -> Result<crate::driver::ExportedDiff, VolumeError> {
+        let store = self.store(volume, Access::Read)?;
+        let def = Self::stored(&store, volume, name)?;
+        let driver = self.driver_of(volume, &def)?;
+        let from_ref = match from {
+            Some(f) => {
+                let from_def = Self::stored(&store, volume, f)?;
+                if from_def.volume.as_ref().and_then(|v| v.driver.as_deref())
+                    != Some(driver.kind())
+                {
+                    return Err(VolumeError::Invalid(format!(
+                        "snapshots '{f}' and '{name}' of {} were taken by different drivers; \
+                         an incremental export runs between two snapshots of one driver",
+                        Self::label(volume)
+                    )));
+                }
+                Some(snapshot_ref(&from_def))
+            }
+            None => None,
+        };
+        if file.exists() {
+            return Err(DriverError::Exists {
+                what: format!("export file {}", file.display()),
+            }
+            .into());
+        }
+        Ok(driver
+            .export_diff(volume, &snapshot_ref(&def), from_ref.as_ref(), file, progress)
+            .await?)
+    }
+
+    /// Replays `file` (written by [`VolumeApi::snapshot_export`]) on
+    /// `volume` and records the snapshot it creates, as a child of the
+    /// diff's start snapshot when this volume's metadata knows it (else
+    /// of the current snapshot); it becomes current. `volume` must hold
+    /// the start snapshot in its storage. Interrupted, the import is run
+    /// again: the storage's import is idempotent until its end snapshot
+    /// exists, and an end snapshot created but not recorded is found by
+    /// `vol-snapshot-discover`.
+    ///
+    /// # Errors
+    /// No driver that imports, the end snapshot's name taken, the
+    /// driver's refusal or failure, or the store's.
+    pub async fn snapshot_import(
+        &self,
+        volume: &Volume,
+        file: &Path,
+        named: Option<&str>,
+        progress: Option<&Progress>,
+    ) -> Result<VolSnapshotDef, VolumeError> {
+        let mut store = self.store(volume, Access::Write)?;
+        // The driver of the volume's snapshots, else the first that takes
+        // the volume in any mode.
+        let recorded = Self::family_driver(&store);
+        let named = named.or(recorded.as_deref());
+        let mut chosen = None;
+        for driver in &self.drivers {
+            if named.is_some_and(|n| n != driver.kind()) || !driver.handles(volume) {
+                continue;
+            }
+            let caps = driver.capabilities(volume, VolumeState::Offline).await?;
+            if caps.internal || caps.external || caps.copy {
+                chosen = Some(Arc::clone(driver));
+                break;
+            }
+        }
+        let Some(driver) = chosen else {
+            return Err(VolumeError::Invalid(format!(
+                "no driver takes {}; give a volume a plugin handles (see `virtsnap plugin-list`)",
+                Self::label(volume)
+            )));
+        };
+        let imported = driver.import_diff(volume, file, progress).await?;
+        let created = CreatedSnapshot {
+            name: imported.snapshot.clone(),
+            mode: SnapshotMode::Internal,
+            file: None,
+            format: None,
+            checksum: None,
+            size: Some(imported.size),
+        };
+        let record = |store: &mut MetadataStore| -> Result<VolSnapshotDef, VolumeError> {
+            if store.tree().contains(&imported.snapshot) {
+                return Err(VolumeError::NameTaken {
+                    volume: Self::label(volume),
+                    name: imported.snapshot.clone(),
+                });
+            }
+            if let Some(from) = &imported.from
+                && store.tree().contains(from)
+            {
+                store.set_current(Some(from))?;
+            }
+            let created_at = now();
+            let def = VolSnapshotDef {
+                name: Some(imported.snapshot.clone()),
+                description: Some(format!(
+                    "imported from {}{}",
+                    file.display(),
+                    imported
+                        .from
+                        .as_ref()
+                        .map(|f| format!(" (changes since '{f}')"))
+                        .unwrap_or_default()
+                )),
+                creation_time: Some(created_at),
+                state: Some(VolSnapshotState::Offline),
+                volume: Some(VolumeRef {
+                    path: Some(volume.path.to_string_lossy().into_owned()),
+                    key: None,
+                    format: storage_format(&volume.format),
+                    driver: Some(driver.kind().to_string()),
+                }),
+                target: snapshot_conf::VolSnapshotTarget {
+                    mode: Some(VolSnapshotMode::Internal),
+                    source: DiskSource::new(snapshot_conf::SourceKind::File),
+                    ..snapshot_conf::VolSnapshotTarget::default()
+                },
+                ..VolSnapshotDef::default()
+            };
+            store.create(SnapshotRecord::Volume(Box::new(def.clone())))?;
+            Ok(def)
+        };
+        match record(&mut store) {
+            Ok(mut def) => {
+                def.parent = store
+                    .get(&imported.snapshot)
+                    .and_then(vol_def)
+                    .and_then(|d| d.parent.clone());
+                Ok(def)
+            }
+            Err(VolumeError::NameTaken { volume: v, name }) => {
+                // Imported into storage under a name the metadata already
+                // uses for another snapshot: take the import back.
+                let _ = driver.undo(volume, &created).await;
+                Err(VolumeError::NameTaken { volume: v, name })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The driver that took the volume's snapshots (the current one's,
+    /// else the first's).
+    fn family_driver(store: &MetadataStore) -> Option<String> {
+        let tree = store.tree();
+        let name = match tree.current() {
+            Some(c) => c.to_string(),
+            None => tree.list(&ListFilter::default()).ok()?.first()?.to_string(),
+        };
+        store
+            .get(&name)
+            .and_then(vol_def)
+            .and_then(|d| d.volume.as_ref()?.driver.clone())
+    }
+
     /// Refuses mixing external snapshots with the others on one volume:
     /// an external snapshot moves the volume's file (with any internal
     /// snapshot inside it) under a new overlay, and a copy of an overlay
@@ -607,6 +792,9 @@ impl VolumeApi {
         let store = self.store(volume, Access::Read)?;
         let mut found = Vec::new();
         for driver in &self.drivers {
+            if !driver.handles(volume) {
+                continue;
+            }
             let caps = driver.capabilities(volume, VolumeState::Offline).await?;
             if !caps.list {
                 continue;

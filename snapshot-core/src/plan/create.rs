@@ -798,8 +798,8 @@ fn record_disks(steps: &[Step]) -> Result<snapshot_conf::XmlSubtree, PlanError> 
 
 /// A source for messages and steps: its path, or `protocol:name`.
 pub(crate) fn source_label(source: &DiskSource) -> String {
-    if let Some(p) = source.local_path() {
-        return p.to_string();
+    if let Some(name) = source.volume_name() {
+        return name;
     }
     match (source.kind, &source.protocol, &source.path) {
         (SourceKind::Network, Some(proto), Some(name)) => format!("{proto}:{name}"),
