@@ -1,7 +1,7 @@
 /*
  * virtsnap_plugin.h: the stable C ABI of virtsnap storage-driver plugins.
  *
- * ABI 1.0. A plugin is a shared library that exports one function,
+ * ABI 1.1. A plugin is a shared library that exports one function,
  * virtsnap_plugin_entry_v1, returning a static virtsnap_plugin_v1 that
  * names the plugin and points at its operations. virtsnap loads plugins
  * from $VIRTSNAP_PLUGIN_DIR and STATE_DIR/plugins/ (files owned by root or
@@ -25,7 +25,20 @@
  *  5. Documents evolve on their own: readers ignore unknown fields, but a
  *     request's "requires" array lists features the plugin must know; a
  *     plugin that does not know one fails with VIRTSNAP_E_UNSUPPORTED.
- *     ABI 1.0 defines none.
+ *     ABI 1.0 defines none; ABI 1.1 defines "network-volume" (NETWORK
+ *     VOLUMES below).
+ *  6. ABI 1.1 appended two optional slots, export_diff and import_diff,
+ *     after undo; the 1.0 table (up to and including undo) is unchanged,
+ *     VIRTSNAP_PLUGIN_V1_0_SIZE bytes.
+ *     - A 1.0 plugin (struct_size VIRTSNAP_PLUGIN_V1_0_SIZE) loads in a 1.1
+ *       host: its export_diff and import_diff read as NULL (unsupported),
+ *       and requests about network volumes, which require
+ *       "network-volume", are refused by it (it knows no feature), which
+ *       the host takes as "declines the volume".
+ *     - A 1.1 plugin loads in a 1.0 host, which reads the table only up to
+ *       undo: it never calls export_diff or import_diff and never sends a
+ *       network volume. A plugin that wants to know checks
+ *       host->header.abi_minor in its entry function.
  *
  * MEMORY
  *  1. Pointers passed into a plugin are borrowed, valid only until the
@@ -71,6 +84,33 @@
  *  occupies on the storage. capabilities of a volume that does not exist
  *  is VIRTSNAP_E_NOT_FOUND; of one the plugin does not take, {}.
  *
+ *  ABI 1.1 (optional; NULL or absent = VIRTSNAP_E_UNSUPPORTED):
+ *    export_diff   {"volume":V,"snapshot":S,"from":S?,"file":"/abs"} ->
+ *                  {"file_bytes":u64,"changed_bytes":u64}
+ *    import_diff   {"volume":V,"file":"/abs"} ->
+ *                  {"snapshot":"name","from":"name"?,"size":u64}
+ *
+ *  export_diff writes the changes between "from" (absent: the volume's
+ *  beginning) and "snapshot" to the new file "file", in a format the
+ *  plugin's import_diff replays (RBD's export-diff): it refuses an existing
+ *  file with VIRTSNAP_E_EXISTS and leaves no file behind on error;
+ *  "file_bytes" is the size of the file written (the host checks it),
+ *  "changed_bytes" the volume data that changed. import_diff replays such a
+ *  file on the volume, which must hold the diff's start snapshot, and
+ *  creates its end snapshot there: "snapshot" is that snapshot (never
+ *  empty), "from" the start snapshot (absent for a diff from the
+ *  beginning), "size" the volume's size in bytes afterwards. Both report
+ *  progress in bytes.
+ *
+ * NETWORK VOLUMES (ABI 1.1)
+ *  V's "path" is an absolute path, or a network volume's name
+ *  PROTOCOL:NAME[:OPTION=VALUE...] (rbd:pool/image:conf=/etc/ceph/ceph.conf);
+ *  every request about a network volume has "requires":["network-volume"].
+ *  A plugin that does not know the feature, or does not take the protocol,
+ *  refuses with VIRTSNAP_E_UNSUPPORTED (or answers {} to capabilities):
+ *  either way the host takes capabilities' refusal as declining the
+ *  volume and asks the plugin nothing else about it.
+ *
  * ERROR MESSAGES
  *  The host puts a plugin's message into its own sentence, so:
  *    VIRTSNAP_E_EXISTS, VIRTSNAP_E_NOT_FOUND: name the thing only
@@ -111,7 +151,7 @@ extern "C" {
 #endif
 
 #define VIRTSNAP_ABI_MAJOR 1
-#define VIRTSNAP_ABI_MINOR 0
+#define VIRTSNAP_ABI_MINOR 1
 
 /* Return codes. */
 #define VIRTSNAP_OK 0
@@ -199,7 +239,15 @@ typedef struct virtsnap_plugin_v1 {
   /* Optional: when NULL the host undoes a create by deleting the snapshot
    * as the volume's current one, without parent or children. */
   virtsnap_op_fn undo;
+  /* ---- ABI 1.1: a 1.0 plugin's table ends here (see VERSIONING 6). ---- */
+  virtsnap_op_fn export_diff; /* optional: incremental export to a file */
+  virtsnap_op_fn import_diff; /* optional: replays an export_diff file */
 } virtsnap_plugin_v1;
+
+/* sizeof(virtsnap_plugin_v1) of ABI 1.0: the least struct_size the host
+ * takes, and what a plugin built against the 1.0 header declares. */
+#define VIRTSNAP_PLUGIN_V1_0_SIZE                                              \
+  (offsetof(virtsnap_plugin_v1, undo) + sizeof(virtsnap_op_fn))
 
 /* The entry function: the plugin's description, or NULL to refuse this
  * host (log why through host->log first). */

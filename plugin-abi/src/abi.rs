@@ -18,7 +18,9 @@ use std::ffi::c_void;
 pub const ABI_MAJOR: u16 = 1;
 /// The ABI minor version this host and SDK speak (fields appended in a
 /// minor are read only when the other side's `struct_size` covers them).
-pub const ABI_MINOR: u16 = 0;
+/// 1.1 appended the `export_diff` and `import_diff` slots to
+/// [`PluginV1`] and defined the request feature `network-volume`.
+pub const ABI_MINOR: u16 = 1;
 
 /// The entry symbol of ABI major 1, NUL-terminated.
 pub const ENTRY_SYMBOL: &str = "virtsnap_plugin_entry_v1";
@@ -196,11 +198,22 @@ pub struct PluginV1 {
     /// deletes the snapshot as the volume's current one, without parent
     /// or children.
     pub undo: OpFn,
+    // ---- ABI 1.1 ----
+    /// Optional (1.1). Writes the changes between two snapshots of a
+    /// volume to a new file (an incremental export); NULL, or beyond a
+    /// 1.0 plugin's `struct_size`, means unsupported.
+    pub export_diff: OpFn,
+    /// Optional (1.1). Replays a file `export_diff` wrote on a volume,
+    /// creating the export's end snapshot there.
+    pub import_diff: OpFn,
 }
 
-/// `sizeof(virtsnap_plugin_v1)` in ABI 1.0: the least a plugin may
-/// declare.
-pub const PLUGIN_V1_0_SIZE: usize = size_of::<PluginV1>();
+/// `sizeof(virtsnap_plugin_v1)` in ABI 1.0 (up to and including `undo`,
+/// 104 bytes on LP64): the least a plugin may declare.
+pub const PLUGIN_V1_0_SIZE: usize = std::mem::offset_of!(PluginV1, export_diff);
+/// `sizeof(virtsnap_plugin_v1)` in ABI 1.1 (up to and including
+/// `import_diff`).
+pub const PLUGIN_V1_1_SIZE: usize = size_of::<PluginV1>();
 /// `sizeof(virtsnap_call_v1)` in ABI 1.0.
 pub const CALL_V1_0_SIZE: usize = size_of::<CallV1>();
 /// `sizeof(virtsnap_host_v1)` in ABI 1.0.
@@ -226,7 +239,7 @@ const _: () = {
     assert!(offset_of!(CallV1, set_error) == 24);
     assert!(offset_of!(CallV1, log) == 32);
     assert!(offset_of!(CallV1, progress) == 40);
-    assert!(size_of::<PluginV1>() == 104);
+    assert!(size_of::<PluginV1>() == 120);
     assert!(offset_of!(PluginV1, thread_model) == 8);
     assert!(offset_of!(PluginV1, flags) == 12);
     assert!(offset_of!(PluginV1, name) == 16);
@@ -240,6 +253,11 @@ const _: () = {
     assert!(offset_of!(PluginV1, revert) == 80);
     assert!(offset_of!(PluginV1, list) == 88);
     assert!(offset_of!(PluginV1, undo) == 96);
+    // ABI 1.1: appended after the 1.0 table, whose size stays 104.
+    assert!(offset_of!(PluginV1, export_diff) == 104);
+    assert!(offset_of!(PluginV1, import_diff) == 112);
+    assert!(PLUGIN_V1_0_SIZE == 104);
+    assert!(PLUGIN_V1_1_SIZE == 120);
 };
 
 /// A stable name for an error code (`E_NOT_FOUND` -> `"not-found"`), for

@@ -26,6 +26,12 @@
 //! - **Threads.** The plugin declares how many calls it takes at once; the
 //!   host runs calls on blocking worker threads, never on its async
 //!   runtime, and never more at once than declared.
+//! - **ABI 1.1** appended the optional `export_diff` and `import_diff`
+//!   slots (incremental export and import, as RBD's `export-diff`) and
+//!   defined the request feature `network-volume`: a request about a
+//!   network volume (`PROTOCOL:NAME[:OPTION=VALUE...]` instead of a path)
+//!   requires it, so a 1.0 plugin refuses it, which the host takes as
+//!   declining the volume.
 //!
 //! The plugin authors' guide is `docs/plugins.md` at the workspace root.
 

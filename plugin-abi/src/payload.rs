@@ -8,12 +8,20 @@
 //! fields may be added in any minor version), but a request lists in
 //! `requires` the features a plugin must understand to carry it out
 //! safely; a plugin that does not know one of them refuses the request
-//! with `E_UNSUPPORTED`. ABI 1.0 defines none, so `requires` is empty.
+//! with `E_UNSUPPORTED`. ABI 1.0 defines none; ABI 1.1 defines
+//! [`FEATURE_NETWORK_VOLUME`], which every request about a network volume
+//! carries (so a 1.0 plugin, which cannot know it, refuses such a volume
+//! instead of mistaking its name for a path).
 
 use serde::{Deserialize, Serialize};
 
+/// The feature (ABI 1.1) a request about a network volume requires: its
+/// `volume.path` is the volume's name `PROTOCOL:NAME[:OPTION=VALUE...]`
+/// (`rbd:pool/image:conf=/etc/ceph/ceph.conf`), not an absolute path.
+pub const FEATURE_NETWORK_VOLUME: &str = "network-volume";
+
 /// The features a 1.x SDK understands in a request's `requires`.
-pub const KNOWN_FEATURES: &[&str] = &[];
+pub const KNOWN_FEATURES: &[&str] = &[FEATURE_NETWORK_VOLUME];
 
 /// How a snapshot is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -39,11 +47,14 @@ pub enum State {
     InUse,
 }
 
-/// A volume: a file or block device, and the format of its bytes.
+/// A volume: a file, a block device or a network volume, and the format
+/// of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Volume {
-    /// Absolute path.
+    /// An absolute path, or a network volume's name
+    /// `PROTOCOL:NAME[:OPTION=VALUE...]` (then `requires` holds
+    /// `network-volume`).
     pub path: String,
     /// `raw`, `qcow2`, or another `qemu-img` format name.
     pub format: String,
@@ -105,7 +116,8 @@ pub struct Capabilities {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CapabilitiesRequest {
-    /// Features the plugin must know to answer (none in 1.0).
+    /// Features the plugin must know to answer (`network-volume` for a
+    /// network volume; none otherwise).
     #[serde(default)]
     pub requires: Vec<String>,
     /// The volume.
@@ -140,7 +152,8 @@ pub struct SnapshotPlan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateRequest {
-    /// Features the plugin must know (none in 1.0).
+    /// Features the plugin must know (`network-volume` for a network
+    /// volume; none otherwise).
     #[serde(default)]
     pub requires: Vec<String>,
     /// The volume.
@@ -177,7 +190,8 @@ pub struct CreatedSnapshot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RevertRequest {
-    /// Features the plugin must know (none in 1.0).
+    /// Features the plugin must know (`network-volume` for a network
+    /// volume; none otherwise).
     #[serde(default)]
     pub requires: Vec<String>,
     /// The volume.
@@ -209,7 +223,8 @@ pub enum RevertResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeleteRequest {
-    /// Features the plugin must know (none in 1.0).
+    /// Features the plugin must know (`network-volume` for a network
+    /// volume; none otherwise).
     #[serde(default)]
     pub requires: Vec<String>,
     /// The volume.
@@ -231,7 +246,8 @@ pub struct DeleteRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ListRequest {
-    /// Features the plugin must know (none in 1.0).
+    /// Features the plugin must know (`network-volume` for a network
+    /// volume; none otherwise).
     #[serde(default)]
     pub requires: Vec<String>,
     /// The volume.
@@ -276,13 +292,81 @@ pub struct ListResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UndoRequest {
-    /// Features the plugin must know (none in 1.0).
+    /// Features the plugin must know (`network-volume` for a network
+    /// volume; none otherwise).
     #[serde(default)]
     pub requires: Vec<String>,
     /// The volume.
     pub volume: Volume,
     /// What `create` returned.
     pub snapshot: CreatedSnapshot,
+}
+
+/// `export_diff` (ABI 1.1): write the changes between `from` (or the
+/// volume's beginning) and `snapshot` to the new file `file`, in a format
+/// the plugin's `import_diff` replays on another volume (RBD's
+/// `export-diff`). Result: [`ExportDiffResult`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ExportDiffRequest {
+    /// Features the plugin must know (`network-volume` for a network
+    /// volume; none otherwise).
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// The volume.
+    pub volume: Volume,
+    /// The snapshot the export ends at.
+    pub snapshot: SnapshotRef,
+    /// The snapshot it starts from; absent for everything from the
+    /// volume's beginning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<SnapshotRef>,
+    /// The absolute path of the new file. Refuse an existing file with
+    /// `E_EXISTS`; on error leave no file behind.
+    pub file: String,
+}
+
+/// What `export_diff` wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ExportDiffResult {
+    /// Bytes of the file written.
+    pub file_bytes: u64,
+    /// Bytes of volume data that changed between the two snapshots (the
+    /// data the file carries).
+    pub changed_bytes: u64,
+}
+
+/// `import_diff` (ABI 1.1): replay a file `export_diff` wrote on `volume`,
+/// which must hold the diff's start snapshot (none for a diff from the
+/// beginning), and create its end snapshot there. On error the volume
+/// keeps its snapshots. Result: [`ImportDiffResult`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ImportDiffRequest {
+    /// Features the plugin must know (`network-volume` for a network
+    /// volume; none otherwise).
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// The volume.
+    pub volume: Volume,
+    /// The absolute path of the file to replay.
+    pub file: String,
+}
+
+/// What `import_diff` applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ImportDiffResult {
+    /// The snapshot the import created on the volume (the export's end
+    /// snapshot); never empty.
+    pub snapshot: String,
+    /// The snapshot the diff starts from, which the volume held; absent
+    /// for a diff from the beginning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The volume's size in bytes after the import.
+    pub size: u64,
 }
 
 /// The configuration `open` receives.
@@ -325,6 +409,14 @@ pub struct Documents {
     pub list_result: ListResult,
     /// `undo` request.
     pub undo_request: UndoRequest,
+    /// `export_diff` request (ABI 1.1).
+    pub export_diff_request: ExportDiffRequest,
+    /// `export_diff` result (ABI 1.1).
+    pub export_diff_result: ExportDiffResult,
+    /// `import_diff` request (ABI 1.1).
+    pub import_diff_request: ImportDiffRequest,
+    /// `import_diff` result (ABI 1.1).
+    pub import_diff_result: ImportDiffResult,
 }
 
 /// The JSON Schema of every document, as published in

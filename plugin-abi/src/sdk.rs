@@ -23,7 +23,8 @@ use serde::de::DeserializeOwned;
 
 use crate::abi::{self, CallV1, Header, PluginV1};
 use crate::payload::{
-    Capabilities, CapabilitiesRequest, CreateRequest, CreatedSnapshot, DeleteRequest, ListRequest,
+    Capabilities, CapabilitiesRequest, CreateRequest, CreatedSnapshot, DeleteRequest,
+    ExportDiffRequest, ExportDiffResult, ImportDiffRequest, ImportDiffResult, ListRequest,
     ListResult, OpenConfig, RevertRequest, RevertResult, UndoRequest, unknown_feature,
 };
 
@@ -95,6 +96,15 @@ impl Error {
 /// [`export_plugin!`](crate::export_plugin) so the host sees their slots
 /// (a slot left out is "unsupported" to the host, whatever the method
 /// does).
+///
+/// Network volumes (ABI 1.1): a request whose `requires` holds
+/// [`FEATURE_NETWORK_VOLUME`](crate::payload::FEATURE_NETWORK_VOLUME)
+/// names its volume `PROTOCOL:NAME[:OPTION=VALUE...]` in `volume.path`
+/// instead of an absolute path. The SDK knows the feature, so such
+/// requests reach the methods: `capabilities` answers
+/// `Capabilities::default()` for a volume the plugin does not take (the
+/// host then never asks it anything else about that volume), and the
+/// other methods refuse it with `E_UNSUPPORTED`.
 pub trait Plugin: Sized + Send + Sync + 'static {
     /// The driver's name (`[a-z0-9][a-z0-9-]*`).
     const NAME: &'static CStr;
@@ -159,6 +169,42 @@ pub trait Plugin: Sized + Send + Sync + 'static {
     fn undo(&self, request: UndoRequest, call: &Call<'_>) -> Result<(), Error> {
         let _ = (request, call);
         Err(Error::unsupported("this plugin cannot undo a create"))
+    }
+
+    /// Writes the changes between `request.from` (or the volume's
+    /// beginning) and `request.snapshot` to the new file `request.file`
+    /// (ABI 1.1): refuse an existing file with `E_EXISTS`, and leave no
+    /// file behind on error.
+    ///
+    /// # Errors
+    /// Unsupported unless implemented.
+    fn export_diff(
+        &self,
+        request: ExportDiffRequest,
+        call: &Call<'_>,
+    ) -> Result<ExportDiffResult, Error> {
+        let _ = (request, call);
+        Err(Error::unsupported(
+            "this plugin has no incremental export; copy the volume whole (a copy snapshot) \
+             instead",
+        ))
+    }
+
+    /// Replays a file [`Plugin::export_diff`] wrote on the volume,
+    /// creating the export's end snapshot (ABI 1.1).
+    ///
+    /// # Errors
+    /// Unsupported unless implemented.
+    fn import_diff(
+        &self,
+        request: ImportDiffRequest,
+        call: &Call<'_>,
+    ) -> Result<ImportDiffResult, Error> {
+        let _ = (request, call);
+        Err(Error::unsupported(
+            "this plugin has no incremental import; import the file with the plugin that \
+             exported it",
+        ))
     }
 }
 
@@ -273,6 +319,10 @@ pub struct Optional {
     pub list: bool,
     /// `undo`.
     pub undo: bool,
+    /// `export_diff` (ABI 1.1).
+    pub export_diff: bool,
+    /// `import_diff` (ABI 1.1).
+    pub import_diff: bool,
 }
 
 impl Optional {
@@ -281,6 +331,8 @@ impl Optional {
         revert: false,
         list: false,
         undo: false,
+        export_diff: false,
+        import_diff: false,
     };
 }
 
@@ -325,6 +377,16 @@ impl StaticPlugin {
             },
             list: if optional.list { Some(list::<T>) } else { None },
             undo: if optional.undo { Some(undo::<T>) } else { None },
+            export_diff: if optional.export_diff {
+                Some(export_diff::<T>)
+            } else {
+                None
+            },
+            import_diff: if optional.import_diff {
+                Some(import_diff::<T>)
+            } else {
+                None
+            },
         })
     }
 
@@ -368,7 +430,9 @@ requests!(
     DeleteRequest,
     RevertRequest,
     ListRequest,
-    UndoRequest
+    UndoRequest,
+    ExportDiffRequest,
+    ImportDiffRequest
 );
 
 /// The body of every operation trampoline.
@@ -506,11 +570,16 @@ trampolines! {
     revert: RevertRequest => revert, true;
     list: ListRequest => list, true;
     undo: UndoRequest => undo, false;
+    export_diff: ExportDiffRequest => export_diff, true;
+    import_diff: ImportDiffRequest => import_diff, true;
 }
 
 /// Makes the crate a plugin serving `$ty` (a [`sdk::Plugin`](crate::sdk::Plugin)),
-/// with the optional operations listed in braces. It defines the static
-/// table and `virtsnap_plugin_entry_v1`; call it once per `cdylib`.
+/// with the optional operations listed in braces (any of `revert`,
+/// `list`, `undo`, `export_diff`, `import_diff`:
+/// `export_plugin!(T { revert, list, undo, export_diff, import_diff })`).
+/// It defines the static table and `virtsnap_plugin_entry_v1`; call it
+/// once per `cdylib`.
 ///
 /// ```
 /// use plugin_abi::payload::{

@@ -91,3 +91,60 @@ async fn root_limits_the_volumes_it_takes() {
     let e = PluginDriver::open_with(plugin, typo).expect_err("unknown option");
     assert!(e.message.contains("rot"), "{e}");
 }
+
+/// A network volume: dircopy takes only local files, so it refuses every
+/// request that requires `network-volume` (with a reason that says so),
+/// which the host takes as declining the volume in `capabilities`; and it
+/// has no incremental export. Nothing appears on disk.
+#[tokio::test]
+async fn network_volumes_are_declined() {
+    use snapshot_core::driver::{DriverError, SnapshotRef, Volume, VolumeFormat};
+    let Some(driver) = plugin() else {
+        return;
+    };
+    let rbd = Volume::new("rbd:pool/image", VolumeFormat::Raw);
+    for state in [VolumeState::Offline, VolumeState::InUse] {
+        let caps = driver.capabilities(&rbd, state).await.expect("declined");
+        assert_eq!(caps, Default::default(), "{state:?}");
+    }
+    let e = driver.list(&rbd).await.expect_err("list");
+    match &e {
+        DriverError::Unsupported { driver, reason, .. } => {
+            assert_eq!(*driver, "dircopy");
+            assert!(
+                reason.contains("only local files") && reason.contains("rbd:pool/image"),
+                "{e}"
+            );
+        }
+        other => panic!("expected Unsupported, got {other:?}: {other}"),
+    }
+    assert!(
+        !std::path::Path::new("rbd:pool").exists(),
+        "nothing in the cwd"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = RawHarness {
+        driver: driver_file::FileDriver::new(),
+        mode: SnapshotMode::Copy,
+    };
+    let v = h.new_volume(dir.path(), "v");
+    let before = std::fs::read(&v.path).expect("volume");
+    let snapshot = SnapshotRef {
+        name: "a".into(),
+        mode: SnapshotMode::Copy,
+        file: Some(v.path.with_extension("a")),
+        checksum: None,
+    };
+    let file = dir.path().join("v.diff");
+    let e = driver
+        .export_diff(&v, &snapshot, None, &file, None)
+        .await
+        .expect_err("export_diff");
+    assert!(
+        matches!(&e, DriverError::Unsupported { reason, .. } if reason.contains("plugin 'dircopy'") && reason.contains("export_diff")),
+        "{e:?}"
+    );
+    assert!(!file.exists());
+    assert_eq!(std::fs::read(&v.path).expect("volume"), before);
+}

@@ -3,13 +3,16 @@
 //! `rust-faults` plugin that panics on request): each is refused at load
 //! with a message naming the problem, or degraded, or its call fails with
 //! a clear error. The test process survives every one, and what virtsnap
-//! manages (the volume, the snapshot metadata) is unchanged.
+//! manages (the volume, the snapshot metadata) is unchanged. Also the
+//! ABI 1.1 additions seen from the host: a plugin built against the 1.0
+//! table, network volumes, and `export_diff`/`import_diff` through the
+//! ABI (with `rust-faults`, which echoes what it receives).
 
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use plugin_abi::host::{self, LoadError, PluginDriver};
 use snapshot_core::conformance::backends::RawHarness;
@@ -93,7 +96,7 @@ fn a_plugin_for_another_major_names_both_versions() {
     assert!(
         text.contains("plugin ABI 2")
             && text.contains("virtsnap_plugin_entry_v2")
-            && text.contains("ABI 1.0"),
+            && text.contains("ABI 1.1"),
         "{text}"
     );
 
@@ -113,7 +116,7 @@ fn a_plugin_for_another_major_names_both_versions() {
         "{e:?}"
     );
     assert!(
-        text.contains("ABI 2.") && text.contains("ABI 1.0"),
+        text.contains("ABI 2.") && text.contains("ABI 1.1"),
         "{text}"
     );
     assert!(text.contains("upgrade virtsnap"), "{text}");
@@ -134,7 +137,7 @@ fn a_plugin_for_another_major_names_both_versions() {
         "{e:?}"
     );
     assert!(
-        text.contains("ABI 0.9") && text.contains("ABI 1.0"),
+        text.contains("ABI 0.9") && text.contains("ABI 1.1"),
         "{text}"
     );
     assert!(text.contains("rebuild the plugin"), "{text}");
@@ -145,8 +148,7 @@ async fn a_newer_minor_loads_and_its_extra_slots_are_ignored() {
     let Some(d) = driver("newer_minor") else {
         return;
     };
-    assert_eq!(d.plugin().abi.0, 1);
-    assert!(d.plugin().abi.1 > 0, "{:?}", d.plugin().abi);
+    assert_eq!(d.plugin().abi, (1, 7));
     let dir = tempfile::tempdir().expect("tempdir");
     let (v, _) = volume(dir.path());
     let caps = d
@@ -154,6 +156,266 @@ async fn a_newer_minor_loads_and_its_extra_slots_are_ignored() {
         .await
         .expect("capabilities");
     assert!(caps.copy, "{caps:?}");
+    // Its 1.1 slots are NULL; the slots after them are never called (they
+    // abort).
+    assert!(d.plugin().optional_ops().is_empty());
+    let e = d
+        .export_diff(
+            &v,
+            &snapshot_ref(&v, "a"),
+            None,
+            &dir.path().join("d"),
+            None,
+        )
+        .await
+        .expect_err("export_diff");
+    assert!(matches!(e, DriverError::Unsupported { .. }), "{e:?}");
+}
+
+/// A plugin built against the 1.0 header (its table ends after `undo`,
+/// followed in memory by slots that abort) loads in this 1.1 host; its
+/// `export_diff` and `import_diff` are unsupported, naming the plugin, and
+/// nothing changes.
+#[tokio::test]
+async fn an_abi_1_0_table_loads_without_export_and_import() {
+    let Some(d) = driver("abi_1_0") else { return };
+    let p = d.plugin();
+    assert_eq!(p.name, "abi-one-oh");
+    assert_eq!(p.abi, (1, 0));
+    assert!(p.optional_ops().is_empty(), "{:?}", p.optional_ops());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (v, before) = volume(dir.path());
+    let caps = d
+        .capabilities(&v, VolumeState::Offline)
+        .await
+        .expect("capabilities");
+    assert!(caps.copy, "{caps:?}");
+
+    let file = dir.path().join("disk.diff");
+    let e = d
+        .export_diff(
+            &v,
+            &snapshot_ref(&v, "b"),
+            Some(&snapshot_ref(&v, "a")),
+            &file,
+            None,
+        )
+        .await
+        .expect_err("export_diff");
+    match &e {
+        DriverError::Unsupported {
+            driver,
+            operation,
+            reason,
+            ..
+        } => {
+            assert_eq!(*driver, "abi-one-oh");
+            assert!(operation.contains("export"), "{e}");
+            assert!(
+                reason.contains("plugin 'abi-one-oh'") && reason.contains("has no export_diff"),
+                "{e}"
+            );
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    let e = d
+        .import_diff(&v, &file, None)
+        .await
+        .expect_err("import_diff");
+    match &e {
+        DriverError::Unsupported { driver, reason, .. } => {
+            assert_eq!(*driver, "abi-one-oh");
+            assert!(reason.contains("has no import_diff"), "{e}");
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    assert!(!file.exists(), "no export file");
+    assert_eq!(std::fs::read(&v.path).expect("volume"), before);
+}
+
+/// A network volume (`rbd:pool/image`) as a 1.0 plugin sees it: the
+/// request requires `network-volume`, which it does not know, so it
+/// refuses; the host takes that as declining the volume (all false), and
+/// the plugin never mistakes the name for a path.
+#[tokio::test]
+async fn a_1_0_plugin_declines_network_volumes() {
+    let Some(d) = driver("abi_1_0") else { return };
+    let rbd = Volume::new("rbd:pool/image", snapshot_core::driver::VolumeFormat::Raw);
+    assert!(d.handles(&rbd), "a plugin is asked about every volume");
+    for state in [VolumeState::Offline, VolumeState::InUse] {
+        let caps = d.capabilities(&rbd, state).await.expect("declined");
+        assert_eq!(caps, Default::default(), "{state:?}");
+    }
+    // Asked anyway, it refuses with its reason (not a fault).
+    let e = d
+        .create(&rbd, &plan(&rbd, "a"), None)
+        .await
+        .expect_err("create on a network volume");
+    assert!(matches!(e, DriverError::Unsupported { .. }), "{e:?}");
+    assert!(e.to_string().contains("does not know"), "{e}");
+    assert!(!Path::new("rbd:pool").exists(), "nothing made in the cwd");
+    assert!(!Path::new("rbd:pool.a").exists(), "nothing made in the cwd");
+}
+
+fn rust_faults() -> PluginDriver {
+    let path = support::cargo_plugin("virtsnap-plugin-test-faults", "virtsnap_plugin_test_faults");
+    PluginDriver::open(support::load(&path)).expect("open")
+}
+
+/// What `rust-faults` wrote: the export request it received.
+fn exported_request(file: &Path) -> plugin_abi::payload::ExportDiffRequest {
+    serde_json::from_slice(&std::fs::read(file).expect("the export file"))
+        .expect("rust-faults writes the request it received")
+}
+
+/// `export_diff` and `import_diff` through the ABI with a Rust plugin: the
+/// request's fields arrive (the snapshot, `from`, the file), the result's
+/// come back, progress reaches the caller, an existing file is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_and_import_cross_the_abi() {
+    let d = rust_faults();
+    assert_eq!(d.plugin().abi, (1, 1));
+    assert_eq!(d.plugin().optional_ops(), ["export-diff", "import-diff"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (v, before) = volume(dir.path());
+    let mut b = snapshot_ref(&v, "b");
+    b.checksum = Some(snapshot_core::driver::Checksum {
+        algorithm: "sha256".into(),
+        value: "ab".repeat(32),
+    });
+    let a = snapshot_ref(&v, "a");
+    let file = dir.path().join("a-b.diff");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let progress = move |done: u64, total: u64| sink.lock().unwrap().push((done, total));
+
+    let exported = d
+        .export_diff(&v, &b, Some(&a), &file, Some(&progress))
+        .await
+        .expect("export_diff");
+    let got = exported_request(&file);
+    assert!(got.requires.is_empty(), "{:?}", got.requires);
+    assert_eq!(got.volume.path, v.path.to_str().unwrap());
+    assert_eq!(got.volume.format, "raw");
+    assert_eq!(got.snapshot.name, "b");
+    assert_eq!(got.snapshot.mode, plugin_abi::payload::Mode::Copy);
+    assert_eq!(
+        got.snapshot.file.as_deref(),
+        b.file.as_deref().and_then(Path::to_str)
+    );
+    assert_eq!(
+        got.snapshot.checksum.expect("checksum").value,
+        "ab".repeat(32)
+    );
+    assert_eq!(got.from.expect("from").name, "a");
+    assert_eq!(got.file, file.to_str().unwrap());
+    let len = std::fs::metadata(&file).expect("file").len();
+    assert_eq!(exported.file_bytes, len);
+    assert_eq!(exported.changed_bytes, (3 << 20) + 1);
+    assert_eq!(
+        seen.lock().unwrap().last(),
+        Some(&(len, len)),
+        "progress forwarded"
+    );
+
+    // From the beginning: no `from` in the request.
+    let full = dir.path().join("b.diff");
+    let exported = d
+        .export_diff(&v, &b, None, &full, None)
+        .await
+        .expect("export_diff without from");
+    assert!(exported_request(&full).from.is_none());
+    assert_eq!(exported.changed_bytes, 3 << 20);
+
+    // An existing file is refused, and kept as it was.
+    std::fs::write(&full, b"mine").expect("write");
+    let e = d
+        .export_diff(&v, &b, None, &full, None)
+        .await
+        .expect_err("existing file");
+    assert!(matches!(e, DriverError::Exists { .. }), "{e:?}");
+    assert!(e.to_string().contains(full.to_str().unwrap()), "{e}");
+    assert_eq!(std::fs::read(&full).expect("kept"), b"mine");
+
+    let imported = d.import_diff(&v, &file, None).await.expect("import_diff");
+    assert_eq!(imported.snapshot, "b");
+    assert_eq!(imported.from.as_deref(), Some("a"));
+    assert_eq!(imported.size, len);
+
+    let e = d
+        .import_diff(&v, &dir.path().join("missing.diff"), None)
+        .await
+        .expect_err("missing file");
+    assert!(matches!(e, DriverError::NotFound { .. }), "{e:?}");
+    assert_eq!(std::fs::read(&v.path).expect("volume"), before);
+}
+
+/// Results the host cannot trust are plugin faults: an import that names
+/// no snapshot, an export whose size is not the file's.
+#[tokio::test]
+async fn malformed_export_and_import_results_are_faults() {
+    let d = rust_faults();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (v, _) = volume(dir.path());
+    let file = dir.path().join("lie.diff");
+    let e = d
+        .export_diff(&v, &snapshot_ref(&v, "lie"), None, &file, None)
+        .await
+        .expect_err("a wrong size");
+    let text = fault_text(&e);
+    assert!(
+        text.contains("bytes written to") && text.contains("which holds"),
+        "{e}"
+    );
+
+    let good = dir.path().join("good.diff");
+    d.export_diff(&v, &snapshot_ref(&v, "b"), None, &good, None)
+        .await
+        .expect("export");
+    let nameless = Volume::new(dir.path().join("disk.nameless"), v.format.clone());
+    let e = d
+        .import_diff(&nameless, &good, None)
+        .await
+        .expect_err("no snapshot name");
+    assert!(fault_text(&e).contains("names no snapshot"), "{e}");
+    assert!(e.to_string().contains("plugin 'rust-faults'"), "{e}");
+}
+
+/// A Rust plugin gets network volumes (the SDK knows `network-volume`):
+/// the request carries the feature and the name as it is, and the plugin
+/// decides which it takes.
+#[tokio::test]
+async fn a_rust_plugin_receives_network_volumes() {
+    let d = rust_faults();
+    let raw = snapshot_core::driver::VolumeFormat::Raw;
+    let ours = Volume::new("faults:pool/image", raw.clone());
+    let caps = d
+        .capabilities(&ours, VolumeState::Offline)
+        .await
+        .expect("capabilities");
+    assert!(caps.internal && !caps.copy, "{caps:?}");
+    let rbd = Volume::new("rbd:pool/image", raw);
+    let caps = d
+        .capabilities(&rbd, VolumeState::Offline)
+        .await
+        .expect("capabilities");
+    assert_eq!(caps, Default::default());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("net.diff");
+    let snap = SnapshotRef {
+        name: "b".into(),
+        mode: SnapshotMode::Internal,
+        file: None,
+        checksum: None,
+    };
+    d.export_diff(&ours, &snap, None, &file, None)
+        .await
+        .expect("export_diff");
+    let got = exported_request(&file);
+    assert_eq!(got.requires, ["network-volume"]);
+    assert_eq!(got.volume.path, "faults:pool/image");
+    assert!(got.snapshot.file.is_none());
 }
 
 #[test]

@@ -32,6 +32,8 @@ int main(void) {
   O(virtsnap_plugin_v1, close) O(virtsnap_plugin_v1, capabilities)
   O(virtsnap_plugin_v1, create) O(virtsnap_plugin_v1, delete_)
   O(virtsnap_plugin_v1, revert) O(virtsnap_plugin_v1, list) O(virtsnap_plugin_v1, undo)
+  O(virtsnap_plugin_v1, export_diff) O(virtsnap_plugin_v1, import_diff)
+  C(VIRTSNAP_PLUGIN_V1_0_SIZE)
   C(VIRTSNAP_ABI_MAJOR) C(VIRTSNAP_ABI_MINOR) C(VIRTSNAP_OK)
   C(VIRTSNAP_E_INVALID_ARGUMENT) C(VIRTSNAP_E_NOT_FOUND) C(VIRTSNAP_E_EXISTS)
   C(VIRTSNAP_E_UNSUPPORTED) C(VIRTSNAP_E_BUSY) C(VIRTSNAP_E_PERMISSION) C(VIRTSNAP_E_IO)
@@ -132,6 +134,15 @@ fn rust_view() -> BTreeMap<String, i64> {
     );
     put("offset virtsnap_plugin_v1.list", offset_of!(PluginV1, list));
     put("offset virtsnap_plugin_v1.undo", offset_of!(PluginV1, undo));
+    put(
+        "offset virtsnap_plugin_v1.export_diff",
+        offset_of!(PluginV1, export_diff),
+    );
+    put(
+        "offset virtsnap_plugin_v1.import_diff",
+        offset_of!(PluginV1, import_diff),
+    );
+    put("const VIRTSNAP_PLUGIN_V1_0_SIZE", abi::PLUGIN_V1_0_SIZE);
     let consts: [(&str, i64); 24] = [
         ("VIRTSNAP_ABI_MAJOR", abi::ABI_MAJOR.into()),
         ("VIRTSNAP_ABI_MINOR", abi::ABI_MINOR.into()),
@@ -177,6 +188,24 @@ fn rust_view() -> BTreeMap<String, i64> {
         m.insert(format!("const {k}"), v);
     }
     m
+}
+
+/// The 1.0 table is frozen: ABI 1.1 only appended its two slots, so a
+/// plugin built against the 1.0 header (104 bytes) keeps every offset.
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn the_1_0_table_is_a_prefix_of_the_1_1_table() {
+    assert_eq!(abi::ABI_MAJOR, 1);
+    assert_eq!(abi::ABI_MINOR, 1);
+    assert_eq!(abi::PLUGIN_V1_0_SIZE, 104);
+    assert_eq!(offset_of!(PluginV1, undo), 96);
+    assert_eq!(offset_of!(PluginV1, export_diff), 104);
+    assert_eq!(offset_of!(PluginV1, import_diff), 112);
+    assert_eq!(size_of::<PluginV1>(), 120);
+    assert_eq!(abi::PLUGIN_V1_1_SIZE, 120);
+    // The call and host structs did not change in 1.1.
+    assert_eq!(abi::CALL_V1_0_SIZE, size_of::<CallV1>());
+    assert_eq!(abi::HOST_V1_0_SIZE, size_of::<HostV1>());
 }
 
 #[test]

@@ -87,7 +87,8 @@ async fn describes_itself_like_the_linked_driver() {
     let driver = plugin();
     let p = driver.plugin();
     assert_eq!(p.name, "file-plugin");
-    assert_eq!(p.abi, (1, 0));
+    assert_eq!(p.abi, (1, 1));
+    // driver-file has no incremental export: the bridge's default slots.
     assert_eq!(p.optional_ops(), ["revert", "list", "undo"]);
     let h = RawHarness {
         driver: driver_file::FileDriver::new(),
@@ -107,4 +108,80 @@ async fn describes_itself_like_the_linked_driver() {
         .await
         .expect_err("a missing volume");
     assert!(err.to_string().contains("nope"), "{err}");
+}
+
+/// A network volume through the bridge: driver-file does not handle
+/// `rbd:pool/image`, so the plugin declines it in `capabilities` and
+/// refuses every other operation without passing it to the driver; and
+/// nothing appears on disk (the name is never taken for a path).
+#[tokio::test]
+async fn network_volumes_are_declined_and_refused_by_the_bridge() {
+    use snapshot_core::driver::{
+        DeleteContext, DriverError, SnapshotPlan, SnapshotRef, Volume, VolumeDriver, VolumeFormat,
+        VolumeState,
+    };
+    let driver = plugin();
+    let rbd = Volume::new("rbd:pool/image", VolumeFormat::Raw);
+    assert!(driver.handles(&rbd), "a plugin is asked about every volume");
+    for state in [VolumeState::Offline, VolumeState::InUse] {
+        let caps = driver.capabilities(&rbd, state).await.expect("declined");
+        assert_eq!(caps, Default::default(), "{state:?}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snapshot = SnapshotRef {
+        name: "a".into(),
+        mode: SnapshotMode::Copy,
+        file: Some(dir.path().join("image.a")),
+        checksum: None,
+    };
+    let plan = SnapshotPlan {
+        name: "a".into(),
+        mode: SnapshotMode::Copy,
+        file: snapshot.file.clone(),
+        checksum: false,
+        writable: false,
+    };
+    let errors = [
+        driver.create(&rbd, &plan, None).await.expect_err("create"),
+        driver
+            .revert(&rbd, &snapshot, false, None)
+            .await
+            .expect_err("revert"),
+        driver
+            .delete(&rbd, &snapshot, &DeleteContext::default(), None)
+            .await
+            .expect_err("delete"),
+        driver.list(&rbd).await.expect_err("list"),
+    ];
+    for e in errors {
+        match &e {
+            DriverError::Unsupported { driver, reason, .. } => {
+                assert_eq!(*driver, "file-plugin");
+                assert!(
+                    reason.contains("does not handle network volumes") && reason.contains("rbd"),
+                    "{e}"
+                );
+            }
+            other => panic!("expected Unsupported, got {other:?}: {other}"),
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("dir").count(),
+        0,
+        "nothing was created"
+    );
+    assert!(
+        !std::path::Path::new("rbd:pool").exists(),
+        "nothing in the cwd"
+    );
+
+    // Its table has no incremental export: unsupported, naming the plugin.
+    let e = driver
+        .export_diff(&rbd, &snapshot, None, &dir.path().join("d"), None)
+        .await
+        .expect_err("export_diff");
+    assert!(
+        matches!(&e, DriverError::Unsupported { reason, .. } if reason.contains("plugin 'file-plugin'") && reason.contains("export_diff")),
+        "{e:?}"
+    );
 }

@@ -1,5 +1,5 @@
 /*
- * dircopy: an example virtsnap storage-driver plugin (ABI 1.0, see
+ * dircopy: an example virtsnap storage-driver plugin (ABI 1.1, see
  * plugin-abi/include/virtsnap_plugin.h) that keeps copy snapshots of
  * regular files: each snapshot is an independent full copy of the volume,
  * by default the file VOLUME.NAME beside it.
@@ -16,6 +16,12 @@
  *           are independent, so children keep their contents.
  *   list    the regular files VOLUME.NAME beside the volume.
  *   undo    removes the file create made (and any temporary it left).
+ *
+ * It has no incremental export (export_diff and import_diff are NULL, so
+ * virtsnap says they are unsupported), and it takes no network volume
+ * (every request with "requires":["network-volume"] is refused with
+ * VIRTSNAP_E_UNSUPPORTED, which virtsnap takes as declining the volume).
+ * It loads in every ABI 1.x host: a 1.0 host reads its table up to undo.
  *
  * Option "root" (a directory): take only volumes under it.
  *
@@ -355,12 +361,27 @@ static int32_t parse_request(const virtsnap_call_v1 *call, const char *op,
                 "the %s request's \"requires\" is not an array; " ABI_FIX, op);
   }
   if (json_array_size(requires) > 0) {
-    /* ABI 1.0 defines no feature, so this plugin knows none. */
+    /* The plugin carries out no feature, so it refuses every request that
+     * requires one. ABI 1.1's "network-volume" (the volume is a network
+     * volume's name, PROTOCOL:NAME, not a path) it knows, and refuses
+     * because it takes only local files: virtsnap takes the refusal of
+     * capabilities as declining the volume. Any other feature is newer
+     * than the plugin. */
     const char *feature = json_string_value(json_array_get(requires, 0));
-    int32_t rc = fail(call, VIRTSNAP_E_UNSUPPORTED, 0,
-                      "the request requires the feature \"%s\", which this "
-                      "version of the plugin does not know; update the plugin",
-                      feature != NULL ? feature : "(not a string)");
+    int32_t rc;
+    if (feature != NULL && strcmp(feature, "network-volume") == 0) {
+      json_t *volume = json_object_get(root, "volume");
+      const char *name = json_string_value(json_object_get(volume, "path"));
+      rc = fail(call, VIRTSNAP_E_UNSUPPORTED, 0,
+                "it takes only local files, and %s is a network volume; use "
+                "a driver for its protocol",
+                name != NULL ? name : "the volume");
+    } else {
+      rc = fail(call, VIRTSNAP_E_UNSUPPORTED, 0,
+                "the request requires the feature \"%s\", which this "
+                "version of the plugin does not know; update the plugin",
+                feature != NULL ? feature : "(not a string)");
+    }
     json_decref(root);
     return rc;
   }
@@ -1435,6 +1456,9 @@ static virtsnap_plugin_v1 plugin = {
     .revert = dc_revert,
     .list = dc_list,
     .undo = dc_undo,
+    /* ABI 1.1: no incremental export (NULL = unsupported). */
+    .export_diff = NULL,
+    .import_diff = NULL,
 };
 
 VIRTSNAP_DEFINE_PLUGIN(plugin)

@@ -531,6 +531,26 @@ pub enum DriverError {
 }
 
 impl DriverError {
+    /// Whether the error is a refusal made before anything was changed
+    /// (an unsupported operation, a volume in use, a bad name, a checksum
+    /// mismatch, a plugin's refusal of that kind), so a caller has
+    /// nothing to recover.
+    #[must_use]
+    pub fn changed_nothing(&self) -> bool {
+        match self {
+            Self::Unsupported { .. }
+            | Self::InUse { .. }
+            | Self::InvalidName { .. }
+            | Self::Exists { .. }
+            | Self::ChecksumMismatch { .. } => true,
+            Self::Plugin { code, .. } => matches!(
+                code.as_str(),
+                "busy" | "unsupported" | "invalid-argument" | "permission" | "invalid-name"
+            ),
+            _ => false,
+        }
+    }
+
     /// An I/O error on `path`, turned into [`DriverError::NoSpace`] when
     /// the device is full.
     pub fn io(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Self {

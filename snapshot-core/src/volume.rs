@@ -205,6 +205,24 @@ fn vol_def(record: &SnapshotRecord) -> Option<&VolSnapshotDef> {
     }
 }
 
+/// The `<volume>` of a snapshot of `volume` taken by `driver`: a local
+/// volume by its `<path>`, a network volume (`rbd:pool/image`) by its
+/// name as `<key>`, as libvirt keys network storage volumes.
+fn volume_ref(volume: &Volume, driver: Option<String>) -> VolumeRef {
+    let name = volume.path.to_string_lossy().into_owned();
+    let (path, key) = if volume.is_network() {
+        (None, Some(name))
+    } else {
+        (Some(name), None)
+    };
+    VolumeRef {
+        path,
+        key,
+        format: storage_format(&volume.format),
+        driver,
+    }
+}
+
 /// What a driver needs to know of a stored snapshot.
 fn snapshot_ref(def: &VolSnapshotDef) -> SnapshotRef {
     SnapshotRef {
@@ -491,12 +509,7 @@ impl VolumeApi {
         Self::check_mixing(&store, volume, mode)?;
         def.name = Some(name.clone());
         def.state = Some(VolSnapshotState::Offline);
-        def.volume = Some(VolumeRef {
-            path: Some(volume.path.to_string_lossy().into_owned()),
-            key: None,
-            format: storage_format(&volume.format),
-            driver: Some(driver.kind().to_string()),
-        });
+        def.volume = Some(volume_ref(volume, Some(driver.kind().to_string())));
         def.target.mode = Some(conf_mode(mode));
         def.target.source = match &file {
             Some(f) => DiskSource::file(f.to_string_lossy().into_owned()),
@@ -563,8 +576,7 @@ impl VolumeApi {
         let from_ref = match from {
             Some(f) => {
                 let from_def = Self::stored(&store, volume, f)?;
-                if from_def.volume.as_ref().and_then(|v| v.driver.as_deref())
-                    != Some(driver.kind())
+                if from_def.volume.as_ref().and_then(|v| v.driver.as_deref()) != Some(driver.kind())
                 {
                     return Err(VolumeError::Invalid(format!(
                         "snapshots '{f}' and '{name}' of {} were taken by different drivers; \
@@ -583,7 +595,13 @@ impl VolumeApi {
             .into());
         }
         Ok(driver
-            .export_diff(volume, &snapshot_ref(&def), from_ref.as_ref(), file, progress)
+            .export_diff(
+                volume,
+                &snapshot_ref(&def),
+                from_ref.as_ref(),
+                file,
+                progress,
+            )
             .await?)
     }
 
@@ -663,12 +681,7 @@ impl VolumeApi {
                 )),
                 creation_time: Some(created_at),
                 state: Some(VolSnapshotState::Offline),
-                volume: Some(VolumeRef {
-                    path: Some(volume.path.to_string_lossy().into_owned()),
-                    key: None,
-                    format: storage_format(&volume.format),
-                    driver: Some(driver.kind().to_string()),
-                }),
+                volume: Some(volume_ref(volume, Some(driver.kind().to_string()))),
                 target: snapshot_conf::VolSnapshotTarget {
                     mode: Some(VolSnapshotMode::Internal),
                     source: DiskSource::new(snapshot_conf::SourceKind::File),
@@ -854,12 +867,7 @@ impl VolumeApi {
                 state: Some(VolSnapshotState::Offline),
                 parent: None,
                 creation_time: Some(x.created.unwrap_or_else(now)),
-                volume: Some(VolumeRef {
-                    path: Some(volume.path.to_string_lossy().into_owned()),
-                    key: None,
-                    format: storage_format(&volume.format),
-                    driver: Some(kind),
-                }),
+                volume: Some(volume_ref(volume, Some(kind))),
                 target: snapshot_conf::VolSnapshotTarget {
                     mode: Some(conf_mode(x.mode)),
                     source: DiskSource::new(snapshot_conf::SourceKind::File),
@@ -1037,7 +1045,17 @@ impl VolumeApi {
             &doomed.join("\n"),
         ))?;
         for (step, gone) in doomed.iter().enumerate() {
-            self.delete_storage(&store, volume, gone, progress).await?;
+            if let Err(e) = self.delete_storage(&store, volume, gone, progress).await {
+                // A refusal changed nothing: the snapshots deleted before
+                // it are gone with their metadata, the rest are intact,
+                // and there is nothing for a recovery to finish.
+                if let VolumeError::Driver(d) = &e
+                    && d.changed_nothing()
+                {
+                    store.end_intent()?;
+                }
+                return Err(e);
+            }
             // Its storage is gone: its metadata goes now, so a failure
             // later never leaves metadata naming storage that is gone.
             store.delete(gone, ChildPolicy::Rebase)?;

@@ -49,6 +49,44 @@ pub enum VolCommand {
     /// (made by qemu-img or libvirt), and with --import record them.
     #[command(name = "vol-snapshot-discover")]
     Discover(DiscoverArgs),
+    /// Write the changes between two snapshots of a volume to a file
+    /// (RBD's export-diff), to replay on another volume with
+    /// vol-snapshot-import.
+    #[command(name = "vol-snapshot-export")]
+    Export(ExportArgs),
+    /// Replay a file written by vol-snapshot-export on a volume, which
+    /// then holds the exported snapshot.
+    #[command(name = "vol-snapshot-import")]
+    Import(ImportArgs),
+}
+
+/// `vol-snapshot-export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The volume (`rbd:POOL/IMAGE` for a Ceph RBD image).
+    volume: PathBuf,
+    /// The snapshot to export.
+    snapshot: String,
+    /// Export only what changed since this older snapshot (default:
+    /// everything up to SNAPSHOT).
+    #[arg(long)]
+    from: Option<String>,
+    /// The new file (an existing file is refused).
+    file: PathBuf,
+}
+
+/// `vol-snapshot-import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The volume to replay the changes on; it must hold the export's
+    /// start snapshot.
+    volume: PathBuf,
+    /// The file vol-snapshot-export wrote.
+    file: PathBuf,
+    /// The driver (default: the one of the volume's snapshots, else the
+    /// first that takes the volume).
+    #[arg(long)]
+    driver: Option<String>,
 }
 
 /// `vol-snapshot-discover`.
@@ -89,14 +127,15 @@ impl From<ModeArg> for SnapshotMode {
 /// A volume.
 #[derive(Debug, Args)]
 pub struct VolArgs {
-    /// The volume: a path to a disk image or file.
+    /// The volume: a path to a disk image or file, or `rbd:POOL/IMAGE`.
     volume: PathBuf,
 }
 
 /// `vol-snapshot-create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// The volume: a path to a disk image or file.
+    /// The volume: a path to a disk image or file, or a network volume
+    /// handled by a plugin (`rbd:POOL/[NAMESPACE/]IMAGE[:conf=FILE][:id=USER]`).
     volume: PathBuf,
     /// The snapshot's name (default: the creation time in seconds).
     #[arg(long)]
@@ -371,6 +410,46 @@ async fn execute(cmd: &VolCommand) -> Result<String, VolumeError> {
             })
         }
         VolCommand::Discover(a) => discover(&api, a).await,
+        VolCommand::Export(a) => {
+            let volume = api.volume(&a.volume, None)?;
+            let file = std::path::absolute(&a.file).unwrap_or_else(|_| a.file.clone());
+            let done = with_progress("exporting", |p| {
+                let (volume, file) = (&volume, &file);
+                async move {
+                    api.snapshot_export(volume, &a.snapshot, a.from.as_deref(), file, p.as_deref())
+                        .await
+                }
+            })
+            .await?;
+            Ok(format!(
+                "Volume snapshot {} exported{} to {} ({} bytes, {} bytes of changed data)\n",
+                a.snapshot,
+                a.from
+                    .as_ref()
+                    .map(|f| format!(" since {f}"))
+                    .unwrap_or_default(),
+                file.display(),
+                done.file_bytes,
+                done.changed_bytes
+            ))
+        }
+        VolCommand::Import(a) => {
+            let volume = api.volume(&a.volume, None)?;
+            let file = std::path::absolute(&a.file).unwrap_or_else(|_| a.file.clone());
+            let def = with_progress("importing", |p| {
+                let (volume, file) = (&volume, &file);
+                async move {
+                    api.snapshot_import(volume, file, a.driver.as_deref(), p.as_deref())
+                        .await
+                }
+            })
+            .await?;
+            Ok(format!(
+                "Volume snapshot {} imported from {}\n",
+                def.name.unwrap_or_default(),
+                file.display()
+            ))
+        }
         VolCommand::Recover(a) => {
             let volume = api.volume(&a.volume, None)?;
             let (intent, how) = api.recover(&volume).await?;

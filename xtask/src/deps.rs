@@ -85,6 +85,36 @@ pub const SYSTEM_TOOLS: &[SystemTool] = &[
         package: "tar",
         why: "packing the Linux test guest's payload disk (testvm)",
     },
+    SystemTool {
+        command: "ceph-mon",
+        package: "ceph-mon",
+        why: "the monitor of the throwaway Ceph cluster the RBD tests run against (testceph, cargo xtask ceph up); no ceph-mgr: RBD needs none",
+    },
+    SystemTool {
+        command: "ceph-osd",
+        package: "ceph-osd",
+        why: "the OSD (bluestore on a sparse file) of the RBD tests' Ceph cluster (testceph)",
+    },
+    SystemTool {
+        command: "ceph",
+        package: "ceph-common",
+        why: "bootstrapping and checking the RBD tests' Ceph cluster (testceph)",
+    },
+    SystemTool {
+        command: "ceph-authtool",
+        package: "ceph-common",
+        why: "the cephx keys of the RBD tests' Ceph cluster (testceph)",
+    },
+    SystemTool {
+        command: "rados",
+        package: "ceph-common",
+        why: "the readiness probe of the RBD tests' Ceph cluster (testceph)",
+    },
+    SystemTool {
+        command: "rbd",
+        package: "ceph-common",
+        why: "creating, snapshotting and checking RBD images in the RBD tests (testceph)",
+    },
 ];
 
 /// A file that must exist (a C library's development files), and where it

@@ -1,9 +1,10 @@
 //! The `cargo xtask` command line: parses the subcommand and hands it to the
-//! module that owns it (`test`, `matrix`, `bench`, `deps`, `man`, `testvm`). Errors
-//! end up here and are printed once, as `error: ...`, with a non-zero exit
-//! code.
+//! module that owns it (`test`, `matrix`, `bench`, `deps`, `man`, `testvm`,
+//! `ceph`). Errors end up here and are printed once, as `error: ...`, with a
+//! non-zero exit code.
 
 mod bench;
+mod ceph;
 mod cmd;
 mod deps;
 mod lint;
@@ -79,6 +80,13 @@ enum Task {
         #[command(subcommand)]
         task: testvm::Task,
     },
+    /// Start or stop a throwaway Ceph cluster (1 mon, 1 osd on 127.0.0.1)
+    /// for the RBD tests: `eval "$(cargo xtask ceph up)"`, then
+    /// `cargo xtask ceph down DIR`.
+    Ceph {
+        #[command(subcommand)]
+        task: ceph::Task,
+    },
 }
 
 fn main() -> ExitCode {
@@ -98,6 +106,7 @@ fn main() -> ExitCode {
         Task::Deps { no_install } => deps::ensure(deps::Install::from_no_install(no_install)),
         Task::Man { out_dir } => man::run(out_dir.as_deref()),
         Task::Testvm { task } => testvm::run(&task),
+        Task::Ceph { task } => ceph::run(&task),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -160,6 +169,26 @@ mod tests {
             matches!(cli.task, Task::Matrix { readme: false, .. }),
             "{cli:?}"
         );
+    }
+
+    #[test]
+    fn ceph_up_takes_a_dir_and_down_requires_one() {
+        let cli = Cli::try_parse_from(["xtask", "ceph", "up"]).expect("valid");
+        assert!(
+            matches!(
+                cli.task,
+                Task::Ceph {
+                    task: ceph::Task::Up { dir: None }
+                }
+            ),
+            "{cli:?}"
+        );
+        let cli = Cli::try_parse_from(["xtask", "ceph", "up", "--dir", "/tmp/c"]).expect("valid");
+        assert!(
+            matches!(&cli.task, Task::Ceph { task: ceph::Task::Up { dir: Some(dir) } } if dir == &PathBuf::from("/tmp/c")),
+            "{cli:?}"
+        );
+        Cli::try_parse_from(["xtask", "ceph", "down"]).expect_err("DIR is required");
     }
 
     #[test]

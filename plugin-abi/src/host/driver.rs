@@ -6,6 +6,13 @@
 //! breaks the ABI (a malformed, missing or contradictory result, a code
 //! the ABI does not define, a panic) gives [`DriverError::PluginFault`],
 //! never success.
+//!
+//! Network volumes (ABI 1.1): a plugin may be asked about any volume
+//! ([`VolumeDriver::handles`] is always true: the plugin decides). A
+//! request about a network volume requires the feature `network-volume`;
+//! a plugin that refuses such a volume in `capabilities` with
+//! `E_UNSUPPORTED` (a 1.0 plugin, which cannot know the feature, or one
+//! for another protocol) declines it: all capabilities false.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -14,8 +21,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use snapshot_core::driver::{
-    Capabilities, CreatedSnapshot, DeleteContext, DriverError, Progress, RevertOutcome,
-    SnapshotMode, SnapshotPlan, SnapshotRef, StorageSnapshot, Volume, VolumeDriver, VolumeState,
+    Capabilities, CreatedSnapshot, DeleteContext, DriverError, ExportedDiff, ImportedDiff,
+    Progress, RevertOutcome, SnapshotMode, SnapshotPlan, SnapshotRef, StorageSnapshot, Volume,
+    VolumeDriver, VolumeState,
 };
 
 use crate::abi;
@@ -263,6 +271,7 @@ impl PluginDriver {
         rc: i32,
         error: Option<(i32, i32, String)>,
     ) -> DriverError {
+        let error_given = error.as_ref().is_some_and(|(_, _, m)| !m.is_empty());
         let (message, errno) = match error {
             Some((_, errno, message)) => (message, errno),
             None => (
@@ -280,6 +289,7 @@ impl PluginDriver {
             message
         };
         let plugin = self.plugin.name;
+        let said = error_given;
         match rc {
             abi::E_UNSUPPORTED => DriverError::Unsupported {
                 driver: plugin,
@@ -294,6 +304,15 @@ impl PluginDriver {
             abi::E_EXISTS => DriverError::Exists { what: message },
             abi::E_NO_SPACE => DriverError::NoSpace {
                 path: volume.path.clone(),
+            },
+            // A plugin's own reason (clones that depend on a snapshot,
+            // another client holding the image) says more than the
+            // generic message.
+            abi::E_BUSY if said => DriverError::Plugin {
+                plugin: plugin.to_string(),
+                operation: operation.to_string(),
+                code: "busy".to_string(),
+                message,
             },
             abi::E_BUSY => DriverError::InUse {
                 path: volume.path.clone(),
@@ -376,10 +395,27 @@ fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// The features a request about `volume` requires: `network-volume` for a
+/// network volume (its path is a name, not an absolute path), none
+/// otherwise.
+fn requires(volume: &Volume) -> Vec<String> {
+    if volume.is_network() {
+        vec![doc::FEATURE_NETWORK_VOLUME.to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
 #[async_trait]
 impl VolumeDriver for PluginDriver {
     fn kind(&self) -> &'static str {
         self.plugin.name
+    }
+
+    /// Every volume: the plugin decides (`capabilities` declines what it
+    /// does not take, network volumes of other protocols included).
+    fn handles(&self, _volume: &Volume) -> bool {
+        true
     }
 
     async fn capabilities(
@@ -389,13 +425,26 @@ impl VolumeDriver for PluginDriver {
     ) -> Result<Capabilities, DriverError> {
         const OP: &str = "examine a volume";
         let request = doc::CapabilitiesRequest {
-            requires: Vec::new(),
+            requires: requires(volume),
             volume: convert::volume_to_doc(volume).map_err(|e| self.not_utf8(&e, OP, volume))?,
             state: convert::state_to_doc(state),
         };
-        let bytes = self
+        let bytes = match self
             .call(Slot::Capabilities, OP, volume, &request, None)
-            .await?;
+            .await
+        {
+            // A plugin that refuses a network volume declines it (a 1.0
+            // plugin does not know the feature it requires).
+            Err(DriverError::Unsupported { reason, .. }) if volume.is_network() => {
+                tracing::debug!(
+                    plugin = self.plugin.name,
+                    volume = %volume.path.display(),
+                    "declines the network volume: {reason}"
+                );
+                return Ok(Capabilities::default());
+            }
+            other => other?,
+        };
         let caps: doc::Capabilities = self.parse(OP, bytes)?;
         let mut caps = convert::caps_from_doc(&caps);
         // A capability without its slot is not one: degrade, never pretend.
@@ -417,7 +466,7 @@ impl VolumeDriver for PluginDriver {
             SnapshotMode::Copy => "take a copy snapshot",
         };
         let request = doc::CreateRequest {
-            requires: Vec::new(),
+            requires: requires(volume),
             volume: convert::volume_to_doc(volume).map_err(|e| self.not_utf8(&e, op, volume))?,
             plan: convert::plan_to_doc(plan).map_err(|e| self.not_utf8(&e, op, volume))?,
         };
@@ -458,7 +507,7 @@ impl VolumeDriver for PluginDriver {
     ) -> Result<RevertOutcome, DriverError> {
         let op = format!("revert to snapshot '{}'", snapshot.name);
         let request = doc::RevertRequest {
-            requires: Vec::new(),
+            requires: requires(volume),
             volume: convert::volume_to_doc(volume).map_err(|e| self.not_utf8(&e, &op, volume))?,
             snapshot: convert::ref_to_doc(snapshot).map_err(|e| self.not_utf8(&e, &op, volume))?,
             verify,
@@ -488,7 +537,7 @@ impl VolumeDriver for PluginDriver {
         let to_doc =
             |r: &SnapshotRef| convert::ref_to_doc(r).map_err(|e| self.not_utf8(&e, &op, volume));
         let request = doc::DeleteRequest {
-            requires: Vec::new(),
+            requires: requires(volume),
             volume: convert::volume_to_doc(volume).map_err(|e| self.not_utf8(&e, &op, volume))?,
             snapshot: to_doc(snapshot)?,
             parent: context.parent.as_ref().map(to_doc).transpose()?,
@@ -507,7 +556,7 @@ impl VolumeDriver for PluginDriver {
     async fn list(&self, volume: &Volume) -> Result<Vec<StorageSnapshot>, DriverError> {
         const OP: &str = "list snapshots";
         let request = doc::ListRequest {
-            requires: Vec::new(),
+            requires: requires(volume),
             volume: convert::volume_to_doc(volume).map_err(|e| self.not_utf8(&e, OP, volume))?,
         };
         let bytes = self.call(Slot::List, OP, volume, &request, None).await?;
@@ -531,12 +580,119 @@ impl VolumeDriver for PluginDriver {
             return self.delete(volume, &created.as_ref(), &context, None).await;
         }
         let request = doc::UndoRequest {
-            requires: Vec::new(),
+            requires: requires(volume),
             volume: convert::volume_to_doc(volume).map_err(|e| self.not_utf8(&e, &op, volume))?,
             snapshot: convert::created_to_doc(created)
                 .map_err(|e| self.not_utf8(&e, &op, volume))?,
         };
         self.call(Slot::Undo, &op, volume, &request, None).await?;
         Ok(())
+    }
+
+    async fn export_diff(
+        &self,
+        volume: &Volume,
+        snapshot: &SnapshotRef,
+        from: Option<&SnapshotRef>,
+        file: &Path,
+        progress: Option<&Progress>,
+    ) -> Result<ExportedDiff, DriverError> {
+        let op = match from {
+            Some(from) => format!(
+                "export the changes from snapshot '{}' to '{}'",
+                from.name, snapshot.name
+            ),
+            None => format!("export snapshot '{}' as a diff", snapshot.name),
+        };
+        let to_doc =
+            |r: &SnapshotRef| convert::ref_to_doc(r).map_err(|e| self.not_utf8(&e, &op, volume));
+        let request = doc::ExportDiffRequest {
+            requires: requires(volume),
+            volume: convert::volume_to_doc(volume).map_err(|e| self.not_utf8(&e, &op, volume))?,
+            snapshot: to_doc(snapshot)?,
+            from: from.map(to_doc).transpose()?,
+            file: file
+                .to_str()
+                .ok_or_else(|| self.not_utf8(&NotUtf8(file.to_path_buf()), &op, volume))?
+                .to_string(),
+        };
+        let bytes = self
+            .call(Slot::ExportDiff, &op, volume, &request, progress)
+            .await?;
+        let result: doc::ExportDiffResult = self.parse(&op, bytes)?;
+        // The file is what an export leaves: it must be there, and hold
+        // what the plugin says it wrote.
+        let problem = match std::fs::metadata(file) {
+            Ok(meta) if meta.is_file() && meta.len() == result.file_bytes => None,
+            Ok(meta) if meta.is_file() => Some(format!(
+                "it reports {} bytes written to {}, which holds {} (the file is left as it \
+                 is: do not import it)",
+                result.file_bytes,
+                file.display(),
+                meta.len()
+            )),
+            Ok(_) => Some(format!(
+                "it reports success, but {} is not a regular file",
+                file.display()
+            )),
+            Err(e) => Some(format!(
+                "it reports success, but its file {} cannot be examined ({e})",
+                file.display()
+            )),
+        };
+        if let Some(problem) = problem {
+            return Err(self.fault(&op, problem));
+        }
+        Ok(ExportedDiff {
+            file_bytes: result.file_bytes,
+            changed_bytes: result.changed_bytes,
+        })
+    }
+
+    async fn import_diff(
+        &self,
+        volume: &Volume,
+        file: &Path,
+        progress: Option<&Progress>,
+    ) -> Result<ImportedDiff, DriverError> {
+        let op = format!("import the diff {}", file.display());
+        let request = doc::ImportDiffRequest {
+            requires: requires(volume),
+            volume: convert::volume_to_doc(volume).map_err(|e| self.not_utf8(&e, &op, volume))?,
+            file: file
+                .to_str()
+                .ok_or_else(|| self.not_utf8(&NotUtf8(file.to_path_buf()), &op, volume))?
+                .to_string(),
+        };
+        let bytes = self
+            .call(Slot::ImportDiff, &op, volume, &request, progress)
+            .await?;
+        let result: doc::ImportDiffResult = self.parse(&op, bytes)?;
+        let problem = if result.snapshot.trim().is_empty() {
+            Some("it reports success but names no snapshot it created".to_string())
+        } else {
+            match &result.from {
+                Some(from) if from.trim().is_empty() => Some(format!(
+                    "it reports snapshot '{}' created from a snapshot with an empty name",
+                    result.snapshot
+                )),
+                Some(from) if *from == result.snapshot => Some(format!(
+                    "it reports snapshot '{}' created from itself",
+                    result.snapshot
+                )),
+                _ => None,
+            }
+        };
+        if let Some(problem) = problem {
+            return Err(self.fault(
+                &op,
+                format!("{problem}; check the volume for a snapshot virtsnap does not know"),
+            ));
+        }
+        Ok(ImportedDiff {
+            snapshot: result.snapshot,
+            from: result.from,
+            size: result.size,
+        })
     }
 }

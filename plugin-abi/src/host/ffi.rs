@@ -149,6 +149,8 @@ fn zeroed_table() -> PluginV1 {
         revert: None,
         list: None,
         undo: None,
+        export_diff: None,
+        import_diff: None,
     }
 }
 
@@ -195,6 +197,10 @@ pub enum Slot {
     List,
     /// `undo`.
     Undo,
+    /// `export_diff` (ABI 1.1).
+    ExportDiff,
+    /// `import_diff` (ABI 1.1).
+    ImportDiff,
 }
 
 impl Slot {
@@ -208,6 +214,18 @@ impl Slot {
             Self::Revert => "revert",
             Self::List => "list",
             Self::Undo => "undo",
+            Self::ExportDiff => "export_diff",
+            Self::ImportDiff => "import_diff",
+        }
+    }
+
+    /// Its name as an operation of `plugin-list` (`export-diff`).
+    #[must_use]
+    pub fn operation(self) -> &'static str {
+        match self {
+            Self::ExportDiff => "export-diff",
+            Self::ImportDiff => "import-diff",
+            other => other.name(),
         }
     }
 }
@@ -221,6 +239,8 @@ impl Table {
             Slot::Revert => self.0.revert,
             Slot::List => self.0.list,
             Slot::Undo => self.0.undo,
+            Slot::ExportDiff => self.0.export_diff,
+            Slot::ImportDiff => self.0.import_diff,
         }
     }
 

@@ -64,14 +64,22 @@ pub struct Plugin {
 }
 
 impl Plugin {
-    /// The optional operations it implements (`revert`, `list`, `undo`).
+    /// The optional operations it implements, in table order: `revert`,
+    /// `list`, `undo`, and since ABI 1.1 `export-diff`, `import-diff` (a
+    /// 1.0 plugin's table ends before those, so it never has them).
     #[must_use]
     pub fn optional_ops(&self) -> Vec<&'static str> {
-        [Slot::Revert, Slot::List, Slot::Undo]
-            .into_iter()
-            .filter(|s| self.table.has(*s))
-            .map(Slot::name)
-            .collect()
+        [
+            Slot::Revert,
+            Slot::List,
+            Slot::Undo,
+            Slot::ExportDiff,
+            Slot::ImportDiff,
+        ]
+        .into_iter()
+        .filter(|s| self.table.has(*s))
+        .map(Slot::operation)
+        .collect()
     }
 
     /// Whether it implements `slot`.

@@ -1,6 +1,7 @@
 /* newer_minor.c ("newer-minor"): a plugin built for ABI 1.7, whose struct
- * has two more slots than 1.0 knows. It is not a fault: the host must load
- * it and ignore the extra slots (calling one aborts). */
+ * has two more slots than this host's (1.1) virtsnap_plugin_v1. It is not a
+ * fault: the host must load it and ignore the extra slots (calling one
+ * aborts); its 1.1 slots export_diff and import_diff are NULL. */
 #include <stdlib.h>
 #define MINIMAL_PARTS_ONLY
 #include "minimal.c"
@@ -13,7 +14,7 @@ static int32_t unknown_slot(void *instance, const virtsnap_call_v1 *call,
 
 typedef struct plugin_v1_7 {
   virtsnap_plugin_v1 v1_0;
-  virtsnap_op_fn later_a; /* slots of minor versions 1..7 */
+  virtsnap_op_fn later_a; /* slots of minor versions 2..7 */
   virtsnap_op_fn later_b;
 } plugin_v1_7;
 _Static_assert(sizeof(plugin_v1_7) == sizeof(virtsnap_plugin_v1) + 16, "two trailing pointers");
