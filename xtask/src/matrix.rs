@@ -106,6 +106,10 @@ pub const EXPECTED_ROWS: &[(&str, &str)] = &[
         "dircopy-plugin-qcow2",
         "plugin-abi tests/c_plugin.rs qcow2::matrix (the C example plugin)",
     ),
+    (
+        "rbd-plugin",
+        "virtsnap-plugin-rbd tests/conformance.rs matrix (plugins/rbd, a real Ceph cluster)",
+    ),
 ];
 
 /// The table's columns: states, then operations within each.

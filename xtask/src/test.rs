@@ -1,7 +1,7 @@
 //! `cargo xtask test`, the project's test command and exactly what CI runs:
 //! system packages, `cargo fmt --check`, the `unsafe_code` allow-list,
 //! `cargo clippy -D warnings`, the Linux test guest (built unless cached),
-//! then all tests (nextest when installed, plus doctests; `cargo test`
+//! one Ceph cluster the RBD tests share, then all tests (nextest when installed, plus doctests; `cargo test`
 //! otherwise), which record the integration matrix's rows, and the matrix
 //! assembled from them. Stops at the first failing step and ends with the
 //! time of each step.
@@ -21,6 +21,7 @@ const PREBUILT: &[(&str, &str)] = &[
     ("virtsnap-plugin-btrfs", ""),
     ("virtsnap-plugin-lvm", ""),
     ("virtsnap-plugin-test-faults", ""),
+    ("virtsnap-plugin-rbd", ""),
     ("virtsnap", "--bin virtsnap"),
 ];
 
@@ -92,6 +93,19 @@ fn run_steps(options: &Options, steps: &mut Steps) -> Result<()> {
         Ok(())
     })?;
 
+    // One Ceph cluster for the whole run: nextest runs each test in a
+    // process of its own, which would otherwise start one each. Stopped
+    // when this function returns (the handle's drop), whatever happened.
+    let mut ceph = None;
+    steps.run("ceph", || {
+        ceph = ceph_cluster()?;
+        Ok(())
+    })?;
+    let ceph_conf = ceph
+        .as_ref()
+        .map(|(c, _)| c.conf().to_path_buf())
+        .or_else(|| std::env::var_os(testceph::CONF_ENV).map(std::path::PathBuf::from));
+
     // The matrix's tests record their rows during the one test run.
     let rows = matrix::rows_dir();
     matrix::fresh_dir(&rows)?;
@@ -100,6 +114,9 @@ fn run_steps(options: &Options, steps: &mut Steps) -> Result<()> {
     let run_tests = |args: &[&str]| -> Result<()> {
         let mut command = test_command(args, &options.runner_args);
         command.env(matrix::DIR_ENV, &rows);
+        if let Some(conf) = &ceph_conf {
+            command.env(testceph::CONF_ENV, conf);
+        }
         let result = cmd::run(&mut command);
         if result.is_err() {
             // Still show which cells failed.
@@ -128,6 +145,32 @@ fn run_steps(options: &Options, steps: &mut Steps) -> Result<()> {
         matrix::assemble_and_check(&rows, all_rows, false)
     })?;
     Ok(())
+}
+
+/// The Ceph cluster the RBD tests join: started here in a fresh
+/// directory (with the directory, removed after the handle stops the
+/// daemons), or none when `VIRTSNAP_TEST_CEPH_CONF` names one already.
+fn ceph_cluster() -> Result<Option<(testceph::Cluster, tempfile::TempDir)>> {
+    if let Some(conf) = std::env::var_os(testceph::CONF_ENV) {
+        cmd::announce(&format!(
+            "ceph: the tests join the cluster of {}",
+            std::path::Path::new(&conf).display()
+        ));
+        return Ok(None);
+    }
+    let parent = tempfile::Builder::new()
+        .prefix("virtsnap-ci-ceph.")
+        .tempdir()
+        .context("a directory for the test cluster")?;
+    let dir = parent.path().join("cluster");
+    cmd::announce(&format!(
+        "ceph: starting the RBD tests' cluster (1 mon, 1 osd on 127.0.0.1) in {}",
+        dir.display()
+    ));
+    let cluster = testceph::Cluster::start(&dir)
+        .with_context(|| format!("starting a Ceph cluster in {}", dir.display()))?;
+    cmd::announce(&format!("ceph: cluster up, mon {}", cluster.mon_host()));
+    Ok(Some((cluster, parent)))
 }
 
 /// A cargo test-runner command with backends required.

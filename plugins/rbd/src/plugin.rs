@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write as _};
+use std::io::{BufReader, BufWriter, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -405,9 +405,23 @@ impl Plugin for RbdPlugin {
                 ));
             }
         }
+        // Once started, a rollback runs to the end: librbd stops a
+        // cancelled one with part of the objects rolled back.
         image
-            .snap_rollback_with_progress(&snapshot.name, |done, total| call.progress(done, total))
-            .map_err(|e| rbd_error(&e, ""))?;
+            .snap_rollback_with_progress(&snapshot.name, |done, total| {
+                let _ = call.progress(done, total);
+                true
+            })
+            .map_err(|e| {
+                rbd_error(
+                    &e,
+                    &format!(
+                        "{} may hold part of the rollback: revert to '{}' again",
+                        name.spec(),
+                        snapshot.name
+                    ),
+                )
+            })?;
         Ok(RevertResult::Done)
     }
 
@@ -516,6 +530,20 @@ impl Plugin for RbdPlugin {
         let file =
             File::open(path).map_err(|e| Error::io(&format!("opening {}", path.display()), &e))?;
         let mut input = BufReader::new(file);
+        // Checked whole before anything changes: a diff without an end
+        // snapshot would change the image and record nothing.
+        let summary = crate::diff::inspect(&mut input).map_err(|e| rbd_error(&e, ""))?;
+        if summary.header.to.is_none() {
+            return Err(Error::invalid(format!(
+                "{} has no end snapshot (no 't' record): it was not written by an export of a \
+                 snapshot, and importing it would change {} without recording anything",
+                path.display(),
+                name.spec()
+            )));
+        }
+        input
+            .seek(std::io::SeekFrom::Start(0))
+            .map_err(|e| Error::io(&format!("reading {}", path.display()), &e))?;
         let mut image = self.open(&name)?;
         let stats = crate::diff::import_diff(&mut image, &mut input, |done, total| {
             let _ = call.progress(done, total);

@@ -1,13 +1,13 @@
-//! The librbd binding and the RBD diff format against a real cluster:
-//! every test works in an RBD namespace of its own on the cluster whose
-//! ceph.conf `VIRTSNAP_TEST_CEPH_CONF` names, and checks content, not
-//! just return codes. Diff files are exchanged with the `rbd` CLI both
-//! ways. Without the variable the tests print why and pass.
+//! The librbd binding and the RBD diff format against a real cluster
+//! (testceph's: one per test process, or the one `VIRTSNAP_TEST_CEPH_CONF`
+//! names): every test works in an RBD namespace of its own and checks
+//! content, not just return codes. Diff files are exchanged with the
+//! `rbd` CLI both ways. Without Ceph installed the tests say why and
+//! pass, or fail when `VIRTSNAP_REQUIRE_BACKENDS` is set.
 
 use std::io::{Cursor, Seek as _, SeekFrom};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -33,24 +33,20 @@ struct Env {
     ns: String,
 }
 
-/// The cluster `VIRTSNAP_TEST_CEPH_CONF` names and a new namespace in
-/// its pool `rbd`, or `None` (printing why) when the variable is unset.
+/// The test cluster (`testceph`'s: one per test process, or the one
+/// `VIRTSNAP_TEST_CEPH_CONF` names) and a new namespace in its pool
+/// `rbd`, or `None` after a skip that says why. The connection is the
+/// test's own and ends with it: a librados client still running at
+/// process exit crashes in librados's exit handlers.
 fn setup(label: &str) -> Option<Env> {
-    let Some(conf) = std::env::var_os("VIRTSNAP_TEST_CEPH_CONF") else {
-        eprintln!("skipped: VIRTSNAP_TEST_CEPH_CONF not set");
-        return None;
-    };
-    let conf = PathBuf::from(conf);
-    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    let cluster = CLUSTER
-        .get_or_init(|| {
-            Cluster::connect(&ConnectOptions {
-                conf: Some(conf.clone()),
-                ..ConnectOptions::default()
-            })
-            .unwrap_or_else(|e| panic!("connecting to {}: {e}", conf.display()))
-        })
-        .clone();
+    let conf = testceph::shared_or_skip()?.conf().to_path_buf();
+    let cluster = Cluster::connect(&ConnectOptions {
+        conf: Some(conf.clone()),
+        // Several clients in one process would fight over one socket.
+        options: vec![("admin_socket".to_string(), String::new())],
+        ..ConnectOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("connecting to {}: {e}", conf.display()));
     let ns = unique(label);
     cluster
         .ioctx(POOL, None)
