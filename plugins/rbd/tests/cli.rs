@@ -374,3 +374,29 @@ fn clones_block_a_delete_unless_the_plugin_flattens_them() {
     let child = ns.volume_name("child");
     assert_eq!(sha256(&child, None), gold, "the flattened clone's data");
 }
+
+#[test]
+fn a_rollback_is_refused_while_another_client_has_the_image_open() {
+    let Some(ns) = support::namespace("cli-busy") else {
+        return;
+    };
+    let cli = Cli::new(support::plugin_dir());
+    let vol = image(&ns, "disk", 4 * MIB);
+    write(&vol, 0, MIB, 0x01);
+    cli.ok(&["vol-snapshot-create", &vol, "--name", "s1"]);
+    write(&vol, 0, MIB, 0x02);
+    let written = sha256(&vol, None);
+
+    // A guest's librbd client: a writable handle watches the image.
+    let guest = open(&vol, None);
+    let err = cli.refused(&["vol-snapshot-revert", &vol, "s1"]);
+    assert!(
+        err.contains("open by") && err.contains("other client"),
+        "the refusal says why: {err}"
+    );
+    assert_eq!(sha256(&vol, None), written, "the refused revert changed the image");
+    // Nothing is left for a recovery to do: the next revert just runs.
+    drop(guest);
+    cli.ok(&["vol-snapshot-revert", &vol, "s1"]);
+    assert_eq!(sha256(&vol, None), sha256(&vol, Some("s1")));
+}
