@@ -111,6 +111,15 @@
  *  either way the host takes capabilities' refusal as declining the
  *  volume and asks the plugin nothing else about it.
  *
+ * FLATTENING CLONES (ABI 1.1)
+ *  A delete may carry "flatten_clones":true (and then "requires" holds
+ *  "flatten-clones"): storage-level clones of the snapshot (images made
+ *  from it, such as RBD clones) are to be flattened before it is deleted.
+ *  Without it, a plugin whose snapshot has such clones refuses the delete
+ *  with VIRTSNAP_E_BUSY naming them, changing nothing. A plugin without
+ *  clones ignores the flag, but must still refuse the feature if it
+ *  checks "requires" against a list it does not extend.
+ *
  * ERROR MESSAGES
  *  The host puts a plugin's message into its own sentence, so:
  *    VIRTSNAP_E_EXISTS, VIRTSNAP_E_NOT_FOUND: name the thing only

@@ -21,7 +21,11 @@ use serde::{Deserialize, Serialize};
 pub const FEATURE_NETWORK_VOLUME: &str = "network-volume";
 
 /// The features a 1.x SDK understands in a request's `requires`.
-pub const KNOWN_FEATURES: &[&str] = &[FEATURE_NETWORK_VOLUME];
+pub const KNOWN_FEATURES: &[&str] = &[FEATURE_NETWORK_VOLUME, FEATURE_FLATTEN_CLONES];
+
+/// A delete request asks for the snapshot's storage-level clones to be
+/// flattened (`DeleteRequest::flatten_clones`).
+pub const FEATURE_FLATTEN_CLONES: &str = "flatten-clones";
 
 /// How a snapshot is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -240,6 +244,12 @@ pub struct DeleteRequest {
     /// Whether it is the volume's current snapshot.
     #[serde(default)]
     pub is_current: bool,
+    /// Flatten the storage's clones of the snapshot (images made from it)
+    /// before deleting it, instead of refusing (ABI 1.1; when true,
+    /// `requires` holds `flatten-clones`, so a plugin that does not know
+    /// it refuses rather than ignores it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flatten_clones: bool,
 }
 
 /// `list`: the snapshots the storage holds. Result: [`ListResult`].

@@ -148,3 +148,56 @@ async fn network_volumes_are_declined() {
     assert!(!file.exists());
     assert_eq!(std::fs::read(&v.path).expect("volume"), before);
 }
+
+/// A delete asking to flatten clones carries the `flatten-clones`
+/// feature; dircopy, which does not know it, refuses the delete and its
+/// copy stays; the same delete without the flag goes through.
+#[tokio::test]
+async fn a_delete_that_flattens_clones_is_refused_by_a_plugin_that_does_not_know_it() {
+    use snapshot_core::driver::{DeleteContext, DriverError, SnapshotPlan};
+    let Some(driver) = plugin() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = RawHarness {
+        driver: driver_file::FileDriver::new(),
+        mode: SnapshotMode::Copy,
+    };
+    let v = h.new_volume(dir.path(), "disk");
+    let copy = dir.path().join("disk.a");
+    let created = driver
+        .create(
+            &v,
+            &SnapshotPlan {
+                name: "a".into(),
+                mode: SnapshotMode::Copy,
+                file: Some(copy.clone()),
+                checksum: false,
+                writable: false,
+            },
+            None,
+        )
+        .await
+        .expect("created");
+    let flattening = DeleteContext {
+        is_current: true,
+        flatten_clones: true,
+        ..DeleteContext::default()
+    };
+    let e = driver
+        .delete(&v, &created.as_ref(), &flattening, None)
+        .await
+        .expect_err("flatten-clones is a feature dircopy does not know");
+    assert!(matches!(e, DriverError::Unsupported { .. }), "{e:?}");
+    assert!(e.to_string().contains("flatten-clones"), "{e}");
+    assert!(copy.exists(), "the refused delete removed the copy");
+    let plain = DeleteContext {
+        is_current: true,
+        ..DeleteContext::default()
+    };
+    driver
+        .delete(&v, &created.as_ref(), &plain, None)
+        .await
+        .expect("deleted");
+    assert!(!copy.exists());
+}

@@ -275,6 +275,11 @@ pub struct DeleteContext {
     /// is the current snapshot): an external driver must rebase the
     /// volume's own image too.
     pub is_current: bool,
+    /// Storage-level clones of the snapshot (RBD clones: images made from
+    /// it outside virtsnap's tree) are flattened, made independent of it,
+    /// before it goes. Without, a driver refuses to delete a snapshot
+    /// clones depend on, naming them.
+    pub flatten_clones: bool,
 }
 
 /// How a revert treats snapshots newer than the target.

@@ -143,6 +143,8 @@ pub struct RevertOptions {
 const OP_CREATE: &str = "volume-snapshot-create";
 const OP_REVERT: &str = "volume-snapshot-revert";
 const OP_DELETE: &str = "volume-snapshot-delete";
+/// A delete that flattens the storage's clones of what it deletes.
+const OP_DELETE_FLATTEN: &str = "volume-snapshot-delete-flatten-clones";
 
 /// The volume snapshot API over a state directory and a set of drivers.
 ///
@@ -1013,6 +1015,25 @@ impl VolumeApi {
         policy: DeletePolicy,
         progress: Option<&Progress>,
     ) -> Result<Vec<String>, VolumeError> {
+        self.snapshot_delete_flattening(volume, name, policy, false, progress)
+            .await
+    }
+
+    /// [`VolumeApi::snapshot_delete`], with `flatten_clones`: storage-level
+    /// clones of the deleted snapshots (RBD clones) are flattened first
+    /// instead of making the delete refuse ([`DeleteContext::flatten_clones`]).
+    /// A crash in between is finished the same way by a recovery.
+    ///
+    /// # Errors
+    /// As [`VolumeApi::snapshot_delete`].
+    pub async fn snapshot_delete_flattening(
+        &self,
+        volume: &Volume,
+        name: &str,
+        policy: DeletePolicy,
+        flatten_clones: bool,
+        progress: Option<&Progress>,
+    ) -> Result<Vec<String>, VolumeError> {
         let mut store = self.store(volume, Access::Write)?;
         Self::stored(&store, volume, name)?;
         if policy == DeletePolicy::MetadataOnly {
@@ -1040,12 +1061,19 @@ impl VolumeApi {
             }
         };
         store.begin_intent(Intent::new(
-            OP_DELETE,
+            if flatten_clones {
+                OP_DELETE_FLATTEN
+            } else {
+                OP_DELETE
+            },
             &[Recovery::Finish],
             &doomed.join("\n"),
         ))?;
         for (step, gone) in doomed.iter().enumerate() {
-            if let Err(e) = self.delete_storage(&store, volume, gone, progress).await {
+            if let Err(e) = self
+                .delete_storage(&store, volume, gone, flatten_clones, progress)
+                .await
+            {
                 // A refusal changed nothing: the snapshots deleted before
                 // it are gone with their metadata, the rest are intact,
                 // and there is nothing for a recovery to finish.
@@ -1072,6 +1100,7 @@ impl VolumeApi {
         store: &MetadataStore,
         volume: &Volume,
         name: &str,
+        flatten_clones: bool,
         progress: Option<&Progress>,
     ) -> Result<(), VolumeError> {
         let def = Self::stored(store, volume, name)?;
@@ -1090,6 +1119,7 @@ impl VolumeApi {
                 .and_then(|p| store.get(p).and_then(vol_def).map(snapshot_ref)),
             children: refs_of(tree.children(name).map_err(StoreError::from)?),
             is_current: tree.is_current(name),
+            flatten_clones,
         };
         driver
             .delete(volume, &snapshot_ref(&def), &context, progress)
@@ -1154,12 +1184,14 @@ impl VolumeApi {
                     store.set_current(Some(name))?;
                 }
             }
-            OP_DELETE => {
+            OP_DELETE | OP_DELETE_FLATTEN => {
                 for name in pending.payload.lines().filter(|n| !n.is_empty()) {
                     if !store.tree().contains(name) {
                         continue;
                     }
-                    self.delete_storage(&store, volume, name, None).await?;
+                    let flatten = pending.operation == OP_DELETE_FLATTEN;
+                    self.delete_storage(&store, volume, name, flatten, None)
+                        .await?;
                     store.delete(name, ChildPolicy::Rebase)?;
                 }
             }

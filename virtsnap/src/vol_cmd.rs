@@ -248,6 +248,10 @@ pub struct DeleteArgs {
     /// Delete only the metadata, leaving the storage as it is.
     #[arg(long)]
     metadata: bool,
+    /// Flatten the storage's clones of the snapshot (RBD images cloned
+    /// from it) so they stop depending on it, instead of refusing.
+    #[arg(long, conflicts_with = "metadata")]
+    flatten_clones: bool,
 }
 
 /// The drivers of this build, in order of preference: qemu-img for qcow2,
@@ -398,8 +402,14 @@ async fn execute(cmd: &VolCommand) -> Result<String, VolumeError> {
                 DeletePolicy::Rebase
             };
             let removed = with_progress("deleting", |p| async move {
-                api.snapshot_delete(&volume, &a.snapshot, policy, p.as_deref())
-                    .await
+                api.snapshot_delete_flattening(
+                    &volume,
+                    &a.snapshot,
+                    policy,
+                    a.flatten_clones,
+                    p.as_deref(),
+                )
+                .await
             })
             .await?;
             tracing::info!(?removed, "volume snapshots deleted");

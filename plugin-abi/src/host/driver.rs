@@ -536,8 +536,12 @@ impl VolumeDriver for PluginDriver {
         let op = format!("delete snapshot '{}'", snapshot.name);
         let to_doc =
             |r: &SnapshotRef| convert::ref_to_doc(r).map_err(|e| self.not_utf8(&e, &op, volume));
+        let mut features = requires(volume);
+        if context.flatten_clones {
+            features.push(doc::FEATURE_FLATTEN_CLONES.to_string());
+        }
         let request = doc::DeleteRequest {
-            requires: requires(volume),
+            requires: features,
             volume: convert::volume_to_doc(volume).map_err(|e| self.not_utf8(&e, &op, volume))?,
             snapshot: to_doc(snapshot)?,
             parent: context.parent.as_ref().map(to_doc).transpose()?,
@@ -547,6 +551,7 @@ impl VolumeDriver for PluginDriver {
                 .map(to_doc)
                 .collect::<Result<_, _>>()?,
             is_current: context.is_current,
+            flatten_clones: context.flatten_clones,
         };
         self.call(Slot::Delete, &op, volume, &request, progress)
             .await?;
@@ -576,6 +581,7 @@ impl VolumeDriver for PluginDriver {
                 parent: None,
                 children: Vec::new(),
                 is_current: true,
+                flatten_clones: false,
             };
             return self.delete(volume, &created.as_ref(), &context, None).await;
         }

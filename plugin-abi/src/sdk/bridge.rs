@@ -112,6 +112,7 @@ impl<D: VolumeDriver> Linked<D> {
             parent: r.parent.as_ref().map(convert::ref_from_doc),
             children: r.children.iter().map(convert::ref_from_doc).collect(),
             is_current: r.is_current,
+            flatten_clones: r.flatten_clones,
         };
         let progress = forward(call);
         self.runtime
@@ -678,6 +679,7 @@ mod tests {
                     parent: None,
                     children: Vec::new(),
                     is_current: false,
+                    flatten_clones: false,
                 },
                 &call,
             ),

@@ -9,9 +9,10 @@
 //! - RBD snapshots are independent of each other, so deleting one never
 //!   touches another's content: children in virtsnap's tree need no
 //!   rebase.
-//! - A protected snapshot that clones depend on is not deleted: the
-//!   refusal names the clones, unless the plugin's `clones` option is
-//!   `flatten`, which flattens them first. A protected snapshot without
+//! - A snapshot that clones depend on is not deleted: the refusal names
+//!   the clones, unless the delete asks to flatten them
+//!   (`flatten_clones`, `vol-snapshot-delete --flatten-clones`) or the
+//!   plugin's `clones` option is `flatten`. A protected snapshot without
 //!   clones is unprotected and removed.
 //! - A rollback is refused while another client has the image open (a
 //!   running guest: librbd would take its exclusive lock away).
@@ -428,7 +429,8 @@ impl Plugin for RbdPlugin {
     fn delete(&self, request: DeleteRequest, call: &Call<'_>) -> Result<(), Error> {
         let name = rbd_volume(&request.volume)?;
         check_mode(request.snapshot.mode, "delete")?;
-        self.remove_snapshot(&name, &request.snapshot.name, call)
+        let flatten = request.flatten_clones || self.clones == ClonePolicy::Flatten;
+        self.remove_snapshot(&name, &request.snapshot.name, flatten, call)
     }
 
     fn list(&self, request: ListRequest, _call: &Call<'_>) -> Result<ListResult, Error> {
@@ -456,7 +458,8 @@ impl Plugin for RbdPlugin {
 
     fn undo(&self, request: UndoRequest, call: &Call<'_>) -> Result<(), Error> {
         let name = rbd_volume(&request.volume)?;
-        self.remove_snapshot(&name, &request.snapshot.name, call)
+        // Undoing a create: nothing can have been cloned from it yet.
+        self.remove_snapshot(&name, &request.snapshot.name, false, call)
     }
 
     fn export_diff(
@@ -573,9 +576,16 @@ impl Plugin for RbdPlugin {
 }
 
 impl RbdPlugin {
-    /// Removes snapshot `snap` of `name`, dealing with protection and
-    /// clones by the plugin's policy.
-    fn remove_snapshot(&self, name: &RbdName, snap: &str, call: &Call<'_>) -> Result<(), Error> {
+    /// Removes snapshot `snap` of `name`: refused while clones depend on
+    /// it, unless `flatten` (then they are flattened first); a protected
+    /// snapshot is unprotected.
+    fn remove_snapshot(
+        &self,
+        name: &RbdName,
+        snap: &str,
+        flatten: bool,
+        call: &Call<'_>,
+    ) -> Result<(), Error> {
         let image = self.open(name)?;
         if !image.snap_exists(snap).map_err(|e| rbd_error(&e, ""))? {
             // Already gone: a delete is idempotent.
@@ -597,14 +607,14 @@ impl RbdPlugin {
                     }
                 })
                 .collect();
-            if self.clones == ClonePolicy::Refuse || clones.iter().any(|c| c.trash) {
+            if !flatten || clones.iter().any(|c| c.trash) {
                 return Err(Error::new(
                     abi::E_BUSY,
                     format!(
-                        "snapshot '{snap}' of {} has clones that depend on it: {}; flatten them \
-                         (rbd flatten, or the rbd plugin's option \"clones\": \"flatten\"), \
-                         delete them (a clone in the trash: rbd trash rm), then delete the \
-                         snapshot",
+                        "snapshot '{snap}' of {} has clones that depend on it: {}; delete it \
+                         with --flatten-clones to make them independent first, or flatten \
+                         (rbd flatten) or remove them yourself (a clone in the trash: rbd \
+                         trash rm) and delete it again; nothing was changed",
                         name.spec(),
                         names.join(", ")
                     ),

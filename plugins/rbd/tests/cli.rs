@@ -3,8 +3,8 @@
 //! verbs on `rbd:` names, content checked through librbd reads at every
 //! step; an incremental export replayed into a second pool, and into
 //! `rbd import-diff` (and `rbd export-diff` into ours), byte for byte;
-//! snapshots with clones refused by default, flattened by the plugin's
-//! `clones` option; and clear refusals for names and images that do not
+//! snapshots with clones refused by default, flattened when the delete
+//! asks (`--flatten-clones`) or by the plugin's `clones` option; and clear refusals for names and images that do not
 //! exist.
 
 mod support;
@@ -350,6 +350,29 @@ fn clones_block_a_delete_unless_the_plugin_flattens_them() {
     );
     assert!(cli.ok(&["vol-snapshot-list", &vol]).contains("gold"));
 
+    // Asked on the command line: a second clone is flattened too.
+    ns.rbd(["clone", &format!("{spec}@gold"), &ns.image_spec("child2")])
+        .expect("second clone");
+    cli.ok(&["vol-snapshot-create", &vol, "--name", "gold2"]);
+    ns.rbd(["snap", "protect", &format!("{spec}@gold2")])
+        .expect("protect");
+    ns.rbd(["clone", &format!("{spec}@gold2"), &ns.image_spec("child3")])
+        .expect("clone of gold2");
+    let err = cli.refused(&["vol-snapshot-delete", &vol, "gold2"]);
+    assert!(
+        err.contains("child3") && err.contains("--flatten-clones"),
+        "{err}"
+    );
+    cli.ok(&["vol-snapshot-delete", &vol, "gold2", "--flatten-clones"]);
+    let info = ns.rbd(["info", &ns.image_spec("child3")]).expect("info");
+    assert!(
+        !info.contains("parent:"),
+        "child3 still has a parent:\n{info}"
+    );
+    assert_eq!(sha256(&ns.volume_name("child3"), None), gold);
+    let err = cli.refused(&["vol-snapshot-delete", &vol, "gold"]);
+    assert!(err.contains("child") && err.contains("child2"), "{err}");
+
     // The same plugin with "clones": "flatten" beside it.
     let dir = tempfile::tempdir().expect("dir");
     let lib = dir.path().join("libvirtsnap_plugin_rbd.so");
@@ -371,8 +394,18 @@ fn clones_block_a_delete_unless_the_plugin_flattens_them() {
         !info.contains("parent:"),
         "the clone still has a parent:\n{info}"
     );
-    let child = ns.volume_name("child");
-    assert_eq!(sha256(&child, None), gold, "the flattened clone's data");
+    for child in ["child", "child2"] {
+        let info = ns.rbd(["info", &ns.image_spec(child)]).expect("info");
+        assert!(
+            !info.contains("parent:"),
+            "{child} still has a parent:\n{info}"
+        );
+        assert_eq!(
+            sha256(&ns.volume_name(child), None),
+            gold,
+            "the flattened clone {child}'s data"
+        );
+    }
 }
 
 #[test]
@@ -394,7 +427,11 @@ fn a_rollback_is_refused_while_another_client_has_the_image_open() {
         err.contains("open by") && err.contains("other client"),
         "the refusal says why: {err}"
     );
-    assert_eq!(sha256(&vol, None), written, "the refused revert changed the image");
+    assert_eq!(
+        sha256(&vol, None),
+        written,
+        "the refused revert changed the image"
+    );
     // Nothing is left for a recovery to do: the next revert just runs.
     drop(guest);
     cli.ok(&["vol-snapshot-revert", &vol, "s1"]);

@@ -218,6 +218,7 @@ impl<'a> Session<'a> {
                 .map(|c| self.refs[c].clone())
                 .collect(),
             is_current: self.tree.is_current(name),
+            flatten_clones: false,
         }
     }
 
