@@ -105,6 +105,18 @@ fn render(args: &ListArgs) -> Result<String, String> {
     use std::fmt::Write as _;
     let volume = match &args.volume {
         None => None,
+        // A network volume (`rbd:pool/image`) is the plugins' to find.
+        Some(path)
+            if path
+                .to_str()
+                .is_some_and(|p| snapshot_core::driver::network_protocol(p).is_some()) =>
+        {
+            let format = args
+                .format
+                .as_deref()
+                .map_or(VolumeFormat::Raw, VolumeFormat::from_name);
+            Some(Volume::new(path, format))
+        }
         Some(path) => {
             let path = std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))?;
             if !path.exists() {
@@ -138,25 +150,36 @@ fn render(args: &ListArgs) -> Result<String, String> {
         );
         return Ok(out);
     }
+    let ops_of = |p: &host::Plugin| {
+        let mut ops = vec!["create", "delete"];
+        ops.extend(p.optional_ops());
+        ops.join(",")
+    };
+    // The operations column is as wide as the longest list.
+    let ops_width = found
+        .iter()
+        .filter_map(|d| d.result.as_ref().ok())
+        .map(|p| ops_of(p).len())
+        .max()
+        .unwrap_or(0)
+        .max("Operations".len());
     let _ = writeln!(
         out,
-        " {:<16} {:<5} {:<9} {:<18} {:<30} Path",
+        " {:<16} {:<5} {:<9} {:<18} {:<ops_width$} Path",
         "Name", "ABI", "Version", "Threads", "Operations"
     );
-    let _ = writeln!(out, "{}", "-".repeat(100));
+    let _ = writeln!(out, "{}", "-".repeat(70 + ops_width));
     for d in found {
         match &d.result {
             Ok(p) => {
-                let mut ops = vec!["create", "delete"];
-                ops.extend(p.optional_ops());
                 let _ = writeln!(
                     out,
-                    " {:<16} {:<5} {:<9} {:<18} {:<30} {}",
+                    " {:<16} {:<5} {:<9} {:<18} {:<ops_width$} {}",
                     p.name,
                     format!("{}.{}", p.abi.0, p.abi.1),
                     p.version,
                     p.thread_model.as_str(),
-                    ops.join(","),
+                    ops_of(p),
                     p.path.display()
                 );
                 if let Some(volume) = &volume {

@@ -88,6 +88,22 @@ fn rbd_error(e: &RbdError, hint: &str) -> Error {
     }
 }
 
+/// A librbd error under `code`: for `E_NOT_FOUND`, `text` names the
+/// missing thing (the host adds "does not exist"); otherwise it follows
+/// the error as what to do.
+fn with_code(code: i32, e: &RbdError, text: &str) -> Error {
+    let message = if code == abi::E_NOT_FOUND {
+        text.to_string()
+    } else {
+        format!("{e}; {text}")
+    };
+    Error {
+        code,
+        os_errno: e.errno(),
+        message,
+    }
+}
+
 fn name_error(e: &NameError) -> Error {
     Error::invalid(e.to_string())
 }
@@ -145,7 +161,10 @@ impl RbdPlugin {
             options: spec.options.clone(),
         };
         let cluster = librbd::Cluster::connect(&options).map_err(|e| {
-            rbd_error(
+            // Whatever its errno (a missing ceph.conf is ENOENT), a failed
+            // connection is not a missing volume.
+            with_code(
+                abi::E_IO,
                 &e,
                 &format!(
                     "check that the cluster of {name} is up and that its ceph.conf ({}) and \
@@ -166,13 +185,24 @@ impl RbdPlugin {
         let cluster = self.cluster(name)?;
         cluster
             .ioctx(&name.pool, name.namespace.as_deref())
-            .map_err(|e| rbd_error(&e, &format!("check that pool '{}' exists", name.pool)))
+            .map_err(|e| match e.errno() {
+                // The host adds "does not exist".
+                2 => with_code(
+                    abi::E_NOT_FOUND,
+                    &e,
+                    &format!("RBD pool '{}' (or namespace) of {name}", name.pool),
+                ),
+                _ => rbd_error(&e, ""),
+            })
     }
 
     fn open(&self, name: &RbdName) -> Result<Image, Error> {
         self.ioctx(name)?
             .open(&name.image)
-            .map_err(|e| rbd_error(&e, &format!("check that image {} exists", name.spec())))
+            .map_err(|e| match e.errno() {
+                2 => with_code(abi::E_NOT_FOUND, &e, &format!("RBD image {}", name.spec())),
+                _ => rbd_error(&e, ""),
+            })
     }
 
     fn open_at(&self, name: &RbdName, snapshot: &str) -> Result<Image, Error> {
@@ -369,11 +399,7 @@ impl Plugin for RbdPlugin {
         {
             return Err(Error::new(
                 abi::E_NOT_FOUND,
-                format!(
-                    "snapshot '{}' of {} does not exist in RBD",
-                    snapshot.name,
-                    name.spec()
-                ),
+                format!("RBD snapshot {}@{}", name.spec(), snapshot.name),
             ));
         }
         let watchers = image.watchers().map_err(|e| rbd_error(&e, ""))?;
@@ -480,7 +506,7 @@ impl Plugin for RbdPlugin {
         {
             return Err(Error::new(
                 abi::E_NOT_FOUND,
-                format!("snapshot '{f}' of {} does not exist in RBD", name.spec()),
+                format!("RBD snapshot {}@{f}", name.spec()),
             ));
         }
         let file = File::create_new(path)

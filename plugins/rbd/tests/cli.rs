@@ -150,8 +150,21 @@ fn refusals_name_the_volume_and_what_to_do() {
     let missing = ns.volume_name("nosuch");
     let err = cli.refused(&["vol-snapshot-create", &missing, "--name", "s1"]);
     assert!(
-        err.contains("nosuch") && err.contains("No such file"),
+        err.contains("nosuch") && err.contains("does not exist"),
         "{err}"
+    );
+
+    // A cluster that cannot be reached is not a missing image.
+    let unreachable = format!("rbd:{}/disk:conf=/nonexistent/ceph.conf", ns.pool());
+    let err = cli.refused(&["vol-snapshot-create", &unreachable, "--name", "s1"]);
+    assert!(
+        err.contains("/nonexistent/ceph.conf") && !err.contains("does not exist"),
+        "{err}"
+    );
+    let listing = cli.ok(&["plugin-list", "--volume", &ns.volume_name("nosuch")]);
+    assert!(
+        listing.contains("nosuch") && listing.contains("does not exist"),
+        "{listing}"
     );
 
     let err = cli.refused(&["vol-snapshot-create", "rbd:only-a-pool", "--name", "s1"]);
