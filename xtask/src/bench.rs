@@ -62,6 +62,14 @@ pub const BENCHES: &[Bench] = &[
         about: "the plugin ABI's cost: driver-file linked, as a plugin, the C example plugin \
                 and cp/rm doing the same copies, and one call's fixed cost",
     },
+    Bench {
+        name: "rbd",
+        package: "virtsnap-plugin-rbd",
+        target: "rbd",
+        about: "Ceph RBD snapshots of a 256 MiB image (a cluster of its own): virtsnap as a \
+                library and as a CLI against raw librbd and the rbd tool; checksums against \
+                rbd export | sha256sum; export-diff/import-diff",
+    },
 ];
 
 /// Runs the benchmark called `name`, or all of them, forwarding `args` to

@@ -104,6 +104,15 @@ fn with_code(code: i32, e: &RbdError, text: &str) -> Error {
     }
 }
 
+/// An error opening the image `name`: a missing image is named as such.
+fn image_error(e: &RbdError, name: &RbdName) -> Error {
+    if e.errno() == 2 {
+        with_code(abi::E_NOT_FOUND, e, &format!("RBD image {}", name.spec()))
+    } else {
+        rbd_error(e, "")
+    }
+}
+
 fn name_error(e: &NameError) -> Error {
     Error::invalid(e.to_string())
 }
@@ -308,9 +317,11 @@ impl Plugin for RbdPlugin {
             // Ours, but malformed: say how.
             Err(invalid) => return Err(name_error(&invalid)),
         };
-        // The image must exist: an error names it.
-        let image = self.open(&name)?;
-        drop(image);
+        // The image must exist: an error names it. A read-only open, the
+        // cheapest check librbd has (no watch, no lock).
+        self.ioctx(&name)?
+            .open_read_only(&name.image, None)
+            .map_err(|e| image_error(&e, &name))?;
         if request.state == State::InUse {
             // An image a running guest writes through its own librbd
             // client: a snapshot taken from here would be crash-consistent
