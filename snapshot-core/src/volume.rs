@@ -712,18 +712,29 @@ impl VolumeApi {
         }
     }
 
-    /// The driver that took the volume's snapshots (the current one's,
-    /// else the first's).
-    fn family_driver(store: &MetadataStore) -> Option<String> {
+    /// One of the volume's snapshots, to speak for all of them: the
+    /// current one, else the first. Every snapshot of a volume is of one
+    /// family (external overlays, or internal snapshots and copies, which
+    /// [`VolumeApi::check_mixing`] keeps) and of one driver, so one read
+    /// answers for all; reading every definition would cost a file per
+    /// snapshot.
+    fn representative(store: &MetadataStore) -> Option<&VolSnapshotDef> {
         let tree = store.tree();
         let name = match tree.current() {
             Some(c) => c.to_string(),
             None => tree.list(&ListFilter::default()).ok()?.first()?.to_string(),
         };
-        store
-            .get(&name)
-            .and_then(vol_def)
-            .and_then(|d| d.volume.as_ref()?.driver.clone())
+        store.get(&name).and_then(vol_def)
+    }
+
+    /// The driver that took the volume's snapshots.
+    fn family_driver(store: &MetadataStore) -> Option<String> {
+        Self::representative(store).and_then(|d| d.volume.as_ref()?.driver.clone())
+    }
+
+    /// The mode of the volume's snapshots.
+    fn family(store: &MetadataStore) -> Option<SnapshotMode> {
+        Self::representative(store).map(|d| driver_mode(d.target.mode))
     }
 
     /// Refuses mixing external snapshots with the others on one volume:
@@ -731,23 +742,6 @@ impl VolumeApi {
     /// snapshot inside it) under a new overlay, and a copy of an overlay
     /// depends on the chain below it, so either would stop meaning what
     /// its metadata says.
-    /// The mode of one of the volume's snapshots (the current one, else
-    /// the first): every snapshot of a volume is of one family (external
-    /// overlays, or internal snapshots and copies), which
-    /// [`VolumeApi::check_mixing`] keeps, so one read answers for all;
-    /// reading every definition would cost a file per snapshot.
-    fn family(store: &MetadataStore) -> Option<SnapshotMode> {
-        let tree = store.tree();
-        let name = match tree.current() {
-            Some(c) => c.to_string(),
-            None => tree.list(&ListFilter::default()).ok()?.first()?.to_string(),
-        };
-        store
-            .get(&name)
-            .and_then(vol_def)
-            .map(|d| driver_mode(d.target.mode))
-    }
-
     fn check_mixing(
         store: &MetadataStore,
         volume: &Volume,

@@ -196,12 +196,35 @@ pub fn ensure(install: Install) -> Result<()> {
     let has_apt = find_on_path("apt-get").is_some();
     if install == Install::IfRoot && is_root && has_apt {
         apt_install(&packages);
-        let still_missing = missing_tools(&missing);
-        let still_missing_files = absent_files(&missing_files);
+        // Every tool again, not only those that were missing: an install
+        // can remove a package that conflicts with it (qemu-system-x86 7.2
+        // removes a newer qemu-utils from backports, taking qemu-img).
+        let mut still_missing = missing_tools(SYSTEM_TOOLS);
+        let mut still_missing_files = absent_files(SYSTEM_FILES);
+        let mut installed = packages.clone();
+        let removed: Vec<_> = still_missing
+            .iter()
+            .filter(|t| !missing.iter().any(|m| m.command == t.command))
+            .copied()
+            .collect();
+        if !removed.is_empty() {
+            let again = all_packages(&removed, &[]);
+            for tool in &removed {
+                eprintln!(
+                    "    removed by that install: {} (Debian package {}, which conflicted with \
+                     what was installed); installing Debian's {} to match",
+                    tool.command, tool.package, tool.package
+                );
+            }
+            apt_install(&again);
+            installed.extend(again);
+            still_missing = missing_tools(SYSTEM_TOOLS);
+            still_missing_files = absent_files(SYSTEM_FILES);
+        }
         if still_missing.is_empty() && still_missing_files.is_empty() {
             cmd::announce(&format!(
                 "system packages: installed {}; all present ({})",
-                packages.join(" "),
+                installed.join(" "),
                 describe_present(SYSTEM_TOOLS)
             ));
             return Ok(());

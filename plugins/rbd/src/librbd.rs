@@ -739,8 +739,8 @@ const _: () = {
 // ---------------------------------------------------------------------------
 // Cluster
 
-/// How to reach and log in to a cluster.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// How to reach and log in to a cluster (what a connection is keyed by).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ConnectOptions {
     /// A ceph.conf to read. `None`: without `mon_host`, librados's default
     /// search ($CEPH_CONF, /etc/ceph/ceph.conf, ~/.ceph/config,

@@ -11,22 +11,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-/// How to reach a cluster: what a connection is keyed by.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct ClusterSpec {
-    /// A ceph.conf (the default search path when absent).
-    pub conf: Option<PathBuf>,
-    /// The client id (`admin` when absent).
-    pub id: Option<String>,
-    /// Monitor addresses (`host:port;host:port`).
-    pub mon_host: Option<String>,
-    /// A keyring file.
-    pub keyring: Option<PathBuf>,
-    /// A base64 key.
-    pub key: Option<String>,
-    /// Other librados options, in the order given.
-    pub options: Vec<(String, String)>,
-}
+use crate::librbd::ConnectOptions;
 
 /// A parsed `rbd:` volume name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -37,8 +22,8 @@ pub struct RbdName {
     pub namespace: Option<String>,
     /// The image.
     pub image: String,
-    /// The cluster.
-    pub cluster: ClusterSpec,
+    /// How to reach the cluster.
+    pub cluster: ConnectOptions,
 }
 
 impl RbdName {
@@ -130,7 +115,7 @@ pub fn parse(name: &str) -> Result<RbdName, NameError> {
             "a pool, namespace or image name is empty, too long or holds '/', '@' or NUL",
         ));
     }
-    let mut cluster = ClusterSpec::default();
+    let mut cluster = ConnectOptions::default();
     for option in options {
         let Some((key, value)) = option.split_once('=') else {
             return Err(invalid(&format!("option {option:?} is not KEY=VALUE")));
@@ -168,7 +153,7 @@ mod tests {
             (n.pool.as_str(), n.namespace, n.image.as_str()),
             ("pool", None, "img")
         );
-        assert_eq!(n.cluster, ClusterSpec::default());
+        assert_eq!(n.cluster, ConnectOptions::default());
         let n = parse("rbd:pool/ns/img").expect("valid");
         assert_eq!(n.namespace.as_deref(), Some("ns"));
         assert_eq!(n.spec(), "pool/ns/img");

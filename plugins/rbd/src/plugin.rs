@@ -41,7 +41,7 @@ use plugin_abi::sdk::{Call, Error, Plugin};
 use sha2::{Digest as _, Sha256};
 
 use crate::librbd::{self, ConnectOptions, Image, IoCtx, RbdError, SnapNamespace};
-use crate::name::{self, ClusterSpec, NameError, RbdName};
+use crate::name::{self, NameError, RbdName};
 
 /// Bytes read at once for checksums.
 const CHUNK: usize = 4 << 20;
@@ -58,9 +58,9 @@ enum ClonePolicy {
 /// The plugin instance: its options and one connection per cluster.
 #[derive(Debug)]
 pub struct RbdPlugin {
-    defaults: ClusterSpec,
+    defaults: ConnectOptions,
     clones: ClonePolicy,
-    clusters: Mutex<HashMap<ClusterSpec, Arc<librbd::Cluster>>>,
+    clusters: Mutex<HashMap<ConnectOptions, Arc<librbd::Cluster>>>,
 }
 
 /// A librbd error as the ABI's: the code by errno, the errno kept.
@@ -161,15 +161,7 @@ impl RbdPlugin {
         if let Some(c) = clusters.get(&spec) {
             return Ok(Arc::clone(c));
         }
-        let options = ConnectOptions {
-            conf: spec.conf.clone(),
-            id: spec.id.clone(),
-            mon_host: spec.mon_host.clone(),
-            keyring: spec.keyring.clone(),
-            key: spec.key.clone(),
-            options: spec.options.clone(),
-        };
-        let cluster = librbd::Cluster::connect(&options).map_err(|e| {
+        let cluster = librbd::Cluster::connect(&spec).map_err(|e| {
             // Whatever its errno (a missing ceph.conf is ENOENT), a failed
             // connection is not a missing volume.
             with_code(
@@ -269,7 +261,7 @@ impl Plugin for RbdPlugin {
     const THREAD_MODEL: u32 = abi::THREAD_MODEL_SERIALIZE_INSTANCE;
 
     fn open(config: OpenConfig, _call: &Call<'_>) -> Result<Self, Error> {
-        let mut defaults = ClusterSpec::default();
+        let mut defaults = ConnectOptions::default();
         let mut clones = ClonePolicy::Refuse;
         for (key, value) in &config.options {
             let text = value.as_str().ok_or_else(|| {

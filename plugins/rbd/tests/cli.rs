@@ -9,58 +9,10 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-use support::{open, sha256};
+use support::{Cli, open, sha256};
 use testceph::Namespace;
 
 const MIB: u64 = 1 << 20;
-
-/// The virtsnap binary with a state directory and a plugin directory.
-struct Cli {
-    state: tempfile::TempDir,
-    plugins: PathBuf,
-}
-
-impl Cli {
-    fn new(plugins: &Path) -> Self {
-        Self {
-            state: tempfile::tempdir().expect("state dir"),
-            plugins: plugins.to_path_buf(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(plugin_abi::testing::cargo_bin("virtsnap", "virtsnap"))
-            .args(args)
-            .env("VIRTSNAP_STATE", self.state.path())
-            .env("VIRTSNAP_PLUGIN_DIR", &self.plugins)
-            .output()
-            .expect("running virtsnap")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "virtsnap {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn refused(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "virtsnap {args:?} succeeded: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-}
 
 /// Writes `len` bytes of `pattern` at `offset` of image `volume`.
 fn write(volume: &str, offset: u64, len: u64, pattern: u8) {
@@ -395,10 +347,7 @@ fn clones_block_a_delete_unless_the_plugin_flattens_them() {
         r#"{"clones": "flatten"}"#,
     )
     .expect("options");
-    let flattening = Cli {
-        state: cli.state,
-        plugins: dir.path().to_path_buf(),
-    };
+    let flattening = cli.with_plugins(dir.path());
     flattening.ok(&["vol-snapshot-delete", &vol, "gold"]);
     let snaps = ns.rbd(["snap", "ls", &spec]).expect("snap ls");
     assert!(!snaps.contains("gold"), "{snaps}");

@@ -157,30 +157,6 @@ fn run_killed_child(volume: &str, state: &Path, op: &str) {
     );
 }
 
-/// The virtsnap binary on `state` with the plugin directory.
-fn virtsnap(state: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(plugin_abi::testing::cargo_bin("virtsnap", "virtsnap"))
-        .args(args)
-        .env("VIRTSNAP_STATE", state)
-        .env("VIRTSNAP_PLUGIN_DIR", support::plugin_dir())
-        .output()
-        .expect("running virtsnap");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-fn ok(state: &Path, args: &[&str]) -> String {
-    let (success, out) = virtsnap(state, args);
-    assert!(success, "virtsnap {args:?} failed: {out}");
-    out
-}
-
 #[test]
 fn a_create_killed_before_its_metadata_is_rolled_back_by_recovery() {
     let Some(ns) = support::namespace("crash-create") else {
@@ -192,9 +168,9 @@ fn a_create_killed_before_its_metadata_is_rolled_back_by_recovery() {
     image.write(0, &vec![0x42; 1 << 20]).expect("write");
     drop(image);
     let before = sha256(&vol, None);
-    let state = tempfile::tempdir().expect("state");
+    let cli = support::Cli::new(support::plugin_dir());
 
-    run_killed_child(&vol, state.path(), "create");
+    run_killed_child(&vol, cli.state(), "create");
     let snaps = ns
         .rbd(["snap", "ls", &ns.image_spec("disk")])
         .expect("snap ls");
@@ -203,10 +179,10 @@ fn a_create_killed_before_its_metadata_is_rolled_back_by_recovery() {
         "the storage step ran before the kill: {snaps}"
     );
     // The interrupted create blocks other changes until recovered.
-    let (success, out) = virtsnap(state.path(), &["vol-snapshot-create", &vol, "--name", "s2"]);
-    assert!(!success && out.contains("recover"), "{out}");
+    let out = cli.refused(&["vol-snapshot-create", &vol, "--name", "s2"]);
+    assert!(out.contains("recover"), "{out}");
 
-    let out = ok(state.path(), &["vol-snapshot-recover", &vol]);
+    let out = cli.ok(&["vol-snapshot-recover", &vol]);
     assert!(out.contains("rolled back") || out.contains("roll"), "{out}");
     let snaps = ns
         .rbd(["snap", "ls", &ns.image_spec("disk")])
@@ -215,13 +191,10 @@ fn a_create_killed_before_its_metadata_is_rolled_back_by_recovery() {
         !snaps.contains("s1"),
         "the recovery left the RBD snapshot: {snaps}"
     );
-    assert_eq!(
-        ok(state.path(), &["vol-snapshot-list", &vol, "--name"]).trim(),
-        ""
-    );
+    assert_eq!(cli.ok(&["vol-snapshot-list", &vol, "--name"]).trim(), "");
     assert_eq!(sha256(&vol, None), before, "the image's content changed");
     // And the volume works again.
-    ok(state.path(), &["vol-snapshot-create", &vol, "--name", "s1"]);
+    cli.ok(&["vol-snapshot-create", &vol, "--name", "s1"]);
     assert_eq!(sha256(&vol, Some("s1")), before);
 }
 
@@ -232,14 +205,14 @@ fn a_delete_killed_before_its_metadata_is_finished_by_recovery() {
     };
     ns.create_image("disk", 4 * MIB).expect("image");
     let vol = ns.volume_name("disk");
-    let state = tempfile::tempdir().expect("state");
-    ok(state.path(), &["vol-snapshot-create", &vol, "--name", "s1"]);
+    let cli = support::Cli::new(support::plugin_dir());
+    cli.ok(&["vol-snapshot-create", &vol, "--name", "s1"]);
     let image = support::open(&vol, None);
     image.write(0, &vec![0x43; 1 << 20]).expect("write");
     drop(image);
     let before = sha256(&vol, None);
 
-    run_killed_child(&vol, state.path(), "delete");
+    run_killed_child(&vol, cli.state(), "delete");
     let snaps = ns
         .rbd(["snap", "ls", &ns.image_spec("disk")])
         .expect("snap ls");
@@ -248,12 +221,12 @@ fn a_delete_killed_before_its_metadata_is_finished_by_recovery() {
         "the storage step ran before the kill: {snaps}"
     );
 
-    ok(state.path(), &["vol-snapshot-recover", &vol]);
+    cli.ok(&["vol-snapshot-recover", &vol]);
     assert_eq!(
-        ok(state.path(), &["vol-snapshot-list", &vol, "--name"]).trim(),
+        cli.ok(&["vol-snapshot-list", &vol, "--name"]).trim(),
         "",
         "the metadata still names the deleted snapshot"
     );
     assert_eq!(sha256(&vol, None), before, "the image's content changed");
-    ok(state.path(), &["vol-snapshot-create", &vol, "--name", "s1"]);
+    cli.ok(&["vol-snapshot-create", &vol, "--name", "s1"]);
 }

@@ -11,7 +11,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use snapshot_core::conformance::backends;
 use support::sha256;
@@ -26,6 +25,7 @@ const S1: &str = "<domainsnapshot><name>s1</name><description>three disks</descr
 
 struct Vm {
     dir: tempfile::TempDir,
+    cli: support::Cli,
     /// vdb's and vdc's volume names (`rbd:...`).
     rbd: [String; 2],
 }
@@ -35,24 +35,8 @@ impl Vm {
         self.dir.path().join(name)
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(plugin_abi::testing::cargo_bin("virtsnap", "virtsnap"))
-            .args(args)
-            .env("VIRTSNAP_STATE", self.path("state"))
-            .env("VIRTSNAP_PLUGIN_DIR", support::plugin_dir())
-            .output()
-            .expect("running virtsnap")
-    }
-
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "virtsnap {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.cli.ok(args)
     }
 
     /// The sha256 of each disk as the guest reads it: vda (qcow2), vdb
@@ -154,6 +138,7 @@ fn one_snapshot_across_two_rbd_disks_and_a_qcow2_disk() {
     };
     let vm = Vm {
         dir,
+        cli: support::Cli::new(support::plugin_dir()),
         rbd: [name("vdb"), name("vdc")],
     };
     std::fs::write(vm.path("vm.xml"), xml).expect("domain XML");

@@ -7,7 +7,8 @@
 #![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::process::{Command, Output};
+use std::sync::{Arc, OnceLock};
 
 use plugin_abi::host::{self, PluginDriver};
 use snapshot_core::conformance::backends;
@@ -78,18 +79,12 @@ pub fn plugin() -> PluginDriver {
 /// in a static: a librados client still running when the process exits
 /// crashes in librados's own exit handlers, so every connection ends
 /// with the image that holds it.
-fn connection(spec: &name::ClusterSpec) -> librbd::Cluster {
-    let mut options = spec.options.clone();
+fn connection(spec: &ConnectOptions) -> librbd::Cluster {
+    let mut options = spec.clone();
     // Several clients in one process would fight over one admin socket.
-    options.push(("admin_socket".to_string(), String::new()));
-    let options = ConnectOptions {
-        conf: spec.conf.clone(),
-        id: spec.id.clone(),
-        mon_host: spec.mon_host.clone(),
-        keyring: spec.keyring.clone(),
-        key: spec.key.clone(),
-        options,
-    };
+    options
+        .options
+        .push(("admin_socket".to_string(), String::new()));
     librbd::Cluster::connect(&options).unwrap_or_else(|e| panic!("connecting: {e}"))
 }
 
@@ -199,5 +194,67 @@ impl Harness for RbdHarness {
             .write(0, &before[..usize::try_from(CHUNK).expect("fits")])
             .unwrap_or_else(|e| panic!("{e}"));
         image.flush().unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// The `virtsnap` binary with a state directory of its own and a plugin
+/// directory.
+pub struct Cli {
+    state: Arc<tempfile::TempDir>,
+    plugins: PathBuf,
+}
+
+impl Cli {
+    /// With a fresh state directory and the plugins in `plugins`.
+    pub fn new(plugins: &Path) -> Self {
+        Self {
+            state: Arc::new(tempfile::tempdir().expect("state dir")),
+            plugins: plugins.to_path_buf(),
+        }
+    }
+
+    /// The same state directory with the plugins in `plugins`.
+    pub fn with_plugins(&self, plugins: &Path) -> Self {
+        Self {
+            state: Arc::clone(&self.state),
+            plugins: plugins.to_path_buf(),
+        }
+    }
+
+    /// The state directory.
+    pub fn state(&self) -> &Path {
+        self.state.path()
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(plugin_abi::testing::cargo_bin("virtsnap", "virtsnap"))
+            .args(args)
+            .env("VIRTSNAP_STATE", self.state.path())
+            .env("VIRTSNAP_PLUGIN_DIR", &self.plugins)
+            .output()
+            .expect("running virtsnap")
+    }
+
+    /// Runs it, which must succeed; its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "virtsnap {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs it, which must fail; its stderr.
+    pub fn refused(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "virtsnap {args:?} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 }
