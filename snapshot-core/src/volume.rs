@@ -338,6 +338,12 @@ impl VolumeApi {
             refusals.push(driver.kind());
         }
         let hint = match (mode, &volume.format) {
+            _ if volume.is_network() && named.is_none() => format!(
+                "no plugin takes {} volumes in {mode} mode; `virtsnap plugin-list --volume {}` \
+                 shows what each plugin can do with it (install the plugin for its protocol)",
+                volume.network_protocol().unwrap_or_default(),
+                Self::label(volume)
+            ),
             (SnapshotMode::Internal | SnapshotMode::External, VolumeFormat::Raw) => {
                 "use --mode copy or convert to qcow2 (qemu-img convert -O qcow2)".to_string()
             }
